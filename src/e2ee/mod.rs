@@ -1,0 +1,21 @@
+//! End-to-end encryption plumbing: device lists (the key-server side lives in storage::keys).
+
+use ruma::UserId;
+
+use crate::{error::Result, services::Services};
+
+/// Records that a user's device list changed and wakes everyone who shares a room with them.
+pub async fn device_list_changed(s: &Services, user_id: &UserId) -> Result<()> {
+    let uid = user_id.to_string();
+    let mut w = s.db.begin_stream(1).await?;
+    sqlx::query("INSERT INTO device_list_changes (stream_id, user_id) VALUES ($1, $2)")
+        .bind(w.first)
+        .bind(&uid)
+        .execute(&mut *w.tx)
+        .await?;
+    let pos = w.commit().await?;
+    let mut users = s.db.users_sharing_rooms(user_id.as_str()).await?;
+    users.push(user_id.to_string());
+    s.notifier.notify_users(&users, pos);
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! The `ganglion` command: serve, generate-config, check-config.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use ganglion::config::{Config, example_config};
+
+#[derive(Parser)]
+#[command(
+    name = "ganglion",
+    version,
+    about = "A Matrix homeserver for organisations that run their own nodes"
+)]
+struct Cli {
+    /// TOML configuration file (defaults apply when omitted).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (the default).
+    Serve,
+    /// Print a complete, commented example configuration.
+    GenerateConfig {
+        /// The Matrix server name to put in the example.
+        #[arg(long)]
+        server_name: String,
+    },
+    /// Validate the configuration and exit.
+    CheckConfig,
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| e.0),
+        None => Ok(Config::default()),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::GenerateConfig { server_name }) => {
+            print!("{}", example_config(&server_name));
+            std::process::ExitCode::SUCCESS
+        }
+        Some(Command::CheckConfig) => match load_config(cli.config.as_ref()) {
+            Ok(_) => {
+                println!("configuration is valid");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::from(2)
+            }
+        },
+        Some(Command::Serve) | None => {
+            let config = match load_config(cli.config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            init_logging(&config.logging.level);
+            let _ = rustls_provider();
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(ganglion::server::run(config)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("error: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn rustls_provider() -> bool {
+    true
+}
+
+fn init_logging(level: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    // ruma's auth checks log every decision at info; keep them quiet unless asked for.
+    let directives = format!("{level},ruma_state_res=warn,sqlx=warn");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,189 @@
+//! Membership changes of local users: join, invite, leave, kick, ban, unban.
+//! The spec's auth rules (through ruma) decide what is allowed.
+
+use ruma::{RoomId, UserId};
+use serde_json::{Map, Value, json};
+
+use super::{NewEvent, Pdu, current_state_content, send_event};
+use crate::{
+    error::{Error, Result},
+    services::Services,
+};
+
+fn member_content(membership: &str, reason: Option<&str>) -> Map<String, Value> {
+    let mut c = Map::new();
+    c.insert("membership".into(), json!(membership));
+    if let Some(r) = reason {
+        c.insert("reason".into(), json!(r));
+    }
+    c
+}
+
+async fn with_profile(
+    s: &Services,
+    user: &UserId,
+    mut c: Map<String, Value>,
+) -> Result<Map<String, Value>> {
+    if let Some(acc) = s.db.account(user.as_str()).await? {
+        if let Some(d) = acc.displayname {
+            c.insert("displayname".into(), json!(d));
+        }
+        if let Some(a) = acc.avatar_url {
+            c.insert("avatar_url".into(), json!(a));
+        }
+    }
+    Ok(c)
+}
+
+/// Joins a local user to a room this server knows.
+pub async fn join(
+    s: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    reason: Option<&str>,
+) -> Result<Pdu> {
+    if s.db.room_version(room_id.as_str()).await?.is_none() {
+        return Err(Error::not_found("This server does not know the room"));
+    }
+    if let Some(m) = s.db.membership(room_id.as_str(), user.as_str()).await?
+        && m.membership == "join"
+        && let Some(p) = s.db.get_pdu(&m.event_id).await?
+    {
+        return Ok(p);
+    }
+    let mut content = with_profile(s, user, member_content("join", reason)).await?;
+    // Restricted rooms: authorise through ourselves when the user is in an allowed room.
+    if let Some(jr) =
+        current_state_content(&s.db, room_id.as_str(), "m.room.join_rules", "").await?
+        && matches!(
+            jr.get("join_rule").and_then(Value::as_str),
+            Some("restricted" | "knock_restricted")
+        )
+    {
+        let invited =
+            s.db.membership(room_id.as_str(), user.as_str())
+                .await?
+                .is_some_and(|m| m.membership == "invite");
+        if !invited && let Some(authoriser) = restricted_authoriser(s, room_id, user, &jr).await? {
+            content.insert("join_authorised_via_users_server".into(), json!(authoriser));
+        }
+    }
+    send_event(
+        s,
+        room_id,
+        user,
+        NewEvent::state("m.room.member", user.as_str(), Value::Object(content)),
+        None,
+    )
+    .await
+}
+
+async fn restricted_authoriser(
+    s: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    jr: &Value,
+) -> Result<Option<String>> {
+    let allow = jr
+        .get("allow")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut allowed = false;
+    for a in allow {
+        if a.get("type").and_then(Value::as_str) == Some("m.room_membership")
+            && let Some(r) = a.get("room_id").and_then(Value::as_str)
+            && s.db
+                .membership(r, user.as_str())
+                .await?
+                .is_some_and(|m| m.membership == "join")
+        {
+            allowed = true;
+        }
+    }
+    if !allowed {
+        return Ok(None);
+    }
+    // Any local joined member with invite power will do.
+    let pl = current_state_content(&s.db, room_id.as_str(), "m.room.power_levels", "")
+        .await?
+        .unwrap_or(json!({}));
+    let invite_level = pl.get("invite").and_then(Value::as_i64).unwrap_or(0);
+    for m in s.db.room_members(room_id.as_str()).await? {
+        if m.membership != "join" || !m.user_id.ends_with(&format!(":{}", s.config.server_name)) {
+            continue;
+        }
+        let level = pl
+            .get("users")
+            .and_then(|u| u.get(&m.user_id))
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| pl.get("users_default").and_then(Value::as_i64).unwrap_or(0));
+        if level >= invite_level {
+            return Ok(Some(m.user_id));
+        }
+    }
+    Ok(None)
+}
+
+pub async fn invite(
+    s: &Services,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    reason: Option<&str>,
+    is_direct: bool,
+) -> Result<Pdu> {
+    if target.server_name() == s.config.server_name && !s.db.user_exists(target.as_str()).await? {
+        return Err(Error::not_found("Unknown user"));
+    }
+    if let Some(m) = s.db.membership(room_id.as_str(), target.as_str()).await? {
+        match m.membership.as_str() {
+            "join" => return Err(Error::forbidden(format!("{target} is already in the room"))),
+            "ban" => {
+                return Err(Error::forbidden(format!(
+                    "{target} is banned from the room"
+                )));
+            }
+            _ => {}
+        }
+    }
+    let mut content = with_profile(s, target, member_content("invite", reason)).await?;
+    if is_direct {
+        content.insert("is_direct".into(), json!(true));
+    }
+    send_event(
+        s,
+        room_id,
+        sender,
+        NewEvent::state("m.room.member", target.as_str(), Value::Object(content)),
+        None,
+    )
+    .await
+}
+
+/// leave (sender == target), kick (leave of another), ban, unban (leave of a banned user).
+pub async fn set_membership(
+    s: &Services,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    membership: &str,
+    reason: Option<&str>,
+) -> Result<Pdu> {
+    if s.db.room_version(room_id.as_str()).await?.is_none() {
+        return Err(Error::not_found("Unknown room"));
+    }
+    let current = s.db.membership(room_id.as_str(), target.as_str()).await?;
+    if membership == "leave" && sender == target && current.is_none() {
+        return Err(Error::forbidden("You are not in the room"));
+    }
+    let content = member_content(membership, reason);
+    send_event(
+        s,
+        room_id,
+        sender,
+        NewEvent::state("m.room.member", target.as_str(), Value::Object(content)),
+        None,
+    )
+    .await
+}

@@ -1,0 +1,62 @@
+//! The server's shared state: configuration, storage, signing key and in-memory coordinators.
+
+use std::sync::Arc;
+
+use ganglion_federation::ServerSigningKey;
+
+use crate::{
+    config::Config,
+    error::{Error, Result},
+    rooms::{RoomLocks, writer::EventWriter},
+    storage::Db,
+    sync::{notifier::Notifier, typing::Typing},
+    users::uia::UiaSessions,
+};
+
+pub struct Services {
+    pub config: Config,
+    pub db: Db,
+    pub key: ServerSigningKey,
+    pub room_locks: RoomLocks,
+    pub notifier: Arc<Notifier>,
+    pub writer: EventWriter,
+    pub typing: Typing,
+    pub uia: UiaSessions,
+}
+
+pub type AppState = Arc<Services>;
+
+impl Services {
+    pub async fn start(config: Config) -> Result<AppState> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::internal(format!(
+                "cannot create data_dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let key = ServerSigningKey::load_or_generate(&config.data_dir.join("signing.key"))
+            .map_err(Error::internal)?;
+        let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
+        let notifier = Arc::new(Notifier::new(db.stream_position()));
+        let writer = EventWriter::start(db.clone(), notifier.clone());
+        Ok(Arc::new(Services {
+            config,
+            db,
+            key,
+            room_locks: RoomLocks::default(),
+            notifier,
+            writer,
+            typing: Typing::default(),
+            uia: UiaSessions::default(),
+        }))
+    }
+
+    pub fn server_name(&self) -> &str {
+        self.config.server_name.as_str()
+    }
+
+    /// Whether a user id belongs to this server.
+    pub fn is_local(&self, user_id: &ruma::UserId) -> bool {
+        user_id.server_name() == self.config.server_name
+    }
+}

@@ -1,0 +1,416 @@
+//! Events: the DAG (prev/auth edges), forward extremities, timelines, relations, txn ids.
+
+use ruma::{OwnedEventId, RoomId};
+use serde_json::{Map, Value};
+use sqlx::{Row, any::AnyRow};
+
+use super::{Db, Tx};
+use crate::{error::Result, rooms::pdu::Pdu};
+
+/// A bounded cache of stored events by id.
+#[derive(Default)]
+pub struct PduCache {
+    inner: std::sync::Mutex<std::collections::HashMap<String, Pdu>>,
+}
+
+impl PduCache {
+    pub fn get(&self, id: &str) -> Option<Pdu> {
+        self.inner.lock().ok()?.get(id).cloned()
+    }
+    pub fn put(&self, pdu: &Pdu) {
+        if let Ok(mut m) = self.inner.lock() {
+            if m.len() >= 20_000 {
+                m.clear();
+            }
+            m.insert(pdu.event_id.to_string(), pdu.clone());
+        }
+    }
+    pub fn remove(&self, id: &str) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.remove(id);
+        }
+    }
+}
+
+pub const EVENT_COLUMNS: &str =
+    "event_id, room_id, json, stream_ordering, rejected, unsigned, state_after, txn_id, txn_device";
+
+pub fn pdu_from_row(row: &AnyRow) -> Result<Pdu> {
+    let event_id: String = row.try_get("event_id")?;
+    let room_id: String = row.try_get("room_id")?;
+    let json: String = row.try_get("json")?;
+    let mut pdu = Pdu::from_stored(&event_id, &room_id, &json)?;
+    pdu.stream_ordering = row.try_get("stream_ordering")?;
+    pdu.rejected = row.try_get::<i64, _>("rejected")? != 0;
+    pdu.state_after = row.try_get("state_after")?;
+    let txn_id: Option<String> = row.try_get("txn_id")?;
+    let txn_device: Option<String> = row.try_get("txn_device")?;
+    pdu.local_txn = txn_device.zip(txn_id);
+    if let Some(u) = row.try_get::<Option<String>, _>("unsigned")? {
+        pdu.unsigned = serde_json::from_str::<Map<String, Value>>(&u).ok();
+    }
+    Ok(pdu)
+}
+
+/// Relation fields of an event's content (`m.relates_to`).
+pub struct Relation {
+    pub rel_type: Option<String>,
+    pub relates_to: Option<String>,
+    pub thread_id: Option<String>,
+}
+
+pub fn relation_of(pdu: &Pdu) -> Relation {
+    let content = pdu.content_value();
+    let rel = content.get("m.relates_to");
+    let rel_type = rel
+        .and_then(|r| r.get("rel_type"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let relates_to = rel
+        .and_then(|r| r.get("event_id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let thread_id = if rel_type.as_deref() == Some("m.thread") {
+        relates_to.clone()
+    } else {
+        None
+    };
+    Relation {
+        rel_type,
+        relates_to,
+        thread_id,
+    }
+}
+
+pub struct TxnRef<'a> {
+    pub device_id: &'a str,
+    pub txn_id: &'a str,
+}
+
+impl Db {
+    /// Inserts an event with its edges. `state_after` is the snapshot after the event.
+    pub async fn insert_event(
+        tx: &mut Tx<'_>,
+        pdu: &Pdu,
+        stream_ordering: i64,
+        state_after: Option<i64>,
+        outlier: bool,
+        txn: Option<TxnRef<'_>>,
+    ) -> Result<()> {
+        let json = serde_json::to_string(&pdu.json)?;
+        let rel = relation_of(pdu);
+        let unsigned = pdu
+            .unsigned
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
+        sqlx::query(
+            "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth,
+                origin_server_ts, json, state_after, rejected, outlier, rel_type, relates_to,
+                thread_id, txn_id, txn_device, unsigned)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        )
+        .bind(stream_ordering)
+        .bind(pdu.event_id.as_str())
+        .bind(pdu.room_id.as_str())
+        .bind(pdu.kind.to_string())
+        .bind(pdu.state_key.as_deref())
+        .bind(pdu.sender.as_str())
+        .bind(pdu.depth)
+        .bind(i64::from(pdu.origin_server_ts.get()))
+        .bind(json)
+        .bind(state_after)
+        .bind(pdu.rejected as i64)
+        .bind(outlier as i64)
+        .bind(rel.rel_type)
+        .bind(rel.relates_to)
+        .bind(rel.thread_id)
+        .bind(txn.as_ref().map(|t| t.txn_id))
+        .bind(txn.as_ref().map(|t| t.device_id))
+        .bind(unsigned)
+        .execute(&mut **tx)
+        .await?;
+        for prev in &pdu.prev_events {
+            sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(pdu.event_id.as_str())
+                .bind(prev.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        for auth in &pdu.auth_events {
+            sqlx::query("INSERT INTO event_auth (event_id, auth_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(pdu.event_id.as_str())
+                .bind(auth.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Makes `new` a forward extremity and removes the extremities it references.
+    pub async fn update_forward_extremities(tx: &mut Tx<'_>, pdu: &Pdu) -> Result<()> {
+        for prev in &pdu.prev_events {
+            sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+                .bind(pdu.room_id.as_str())
+                .bind(prev.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(pdu.room_id.as_str())
+            .bind(pdu.event_id.as_str())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn store_txn_id(
+        tx: &mut Tx<'_>,
+        user_id: &str,
+        device_id: &str,
+        txn_id: &str,
+        event_id: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO txn_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(txn_id)
+        .bind(event_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn txn_event_id(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        txn_id: &str,
+    ) -> Result<Option<OwnedEventId>> {
+        let row = sqlx::query(
+            "SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(txn_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => OwnedEventId::try_from(r.try_get::<String, _>(0)?).ok(),
+            None => None,
+        })
+    }
+
+    /// The (event id, depth) of a room's forward extremities.
+    pub async fn forward_extremities(&self, room_id: &RoomId) -> Result<Vec<(OwnedEventId, i64)>> {
+        let rows = sqlx::query(
+            "SELECT f.event_id, e.depth FROM forward_extremities f JOIN events e ON e.event_id = f.event_id
+             WHERE f.room_id = $1",
+        )
+        .bind(room_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get(0)?;
+                Ok((
+                    OwnedEventId::try_from(id).map_err(crate::error::Error::internal)?,
+                    r.try_get(1)?,
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn get_pdu(&self, event_id: &str) -> Result<Option<Pdu>> {
+        if let Some(p) = self.pdu_cache().get(event_id) {
+            return Ok(Some(p));
+        }
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let pdu = row.as_ref().map(pdu_from_row).transpose()?;
+        if let Some(p) = &pdu {
+            self.pdu_cache().put(p);
+        }
+        Ok(pdu)
+    }
+
+    pub async fn get_pdus(&self, event_ids: &[String]) -> Result<Vec<Pdu>> {
+        let mut out = Vec::with_capacity(event_ids.len());
+        let mut missing = Vec::new();
+        for id in event_ids {
+            match self.pdu_cache().get(id) {
+                Some(p) => out.push(p),
+                None => missing.push(id.clone()),
+            }
+        }
+        for chunk in missing.chunks(200) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})",
+                placeholders.join(",")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let p = pdu_from_row(&row)?;
+                self.pdu_cache().put(&p);
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Timeline events of a room after `since` (exclusive) up to `until` (inclusive), newest
+    /// `limit` of them, returned oldest first; plus whether more were skipped.
+    pub async fn room_timeline(
+        &self,
+        room_id: &str,
+        since: i64,
+        until: i64,
+        limit: i64,
+    ) -> Result<(Vec<Pdu>, bool)> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2
+             AND stream_ordering <= $3 AND outlier = 0 AND rejected = 0
+             ORDER BY stream_ordering DESC LIMIT $4"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(since)
+            .bind(until)
+            .bind(limit + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let limited = rows.len() as i64 > limit;
+        let mut pdus = rows
+            .iter()
+            .take(limit as usize)
+            .map(pdu_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        pdus.reverse();
+        Ok((pdus, limited))
+    }
+
+    /// Paginates a room's timeline from `from`, a point just before stream position `from`:
+    /// backwards returns events with stream_ordering < from (newest first); forwards events
+    /// >= from (oldest first).
+    pub async fn room_messages(
+        &self,
+        room_id: &str,
+        from: i64,
+        backwards: bool,
+        limit: i64,
+    ) -> Result<Vec<Pdu>> {
+        let sql = if backwards {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering < $2
+                 AND outlier = 0 AND rejected = 0 ORDER BY stream_ordering DESC LIMIT $3"
+            )
+        } else {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering >= $2
+                 AND outlier = 0 AND rejected = 0 ORDER BY stream_ordering ASC LIMIT $3"
+            )
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(from)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(pdu_from_row).collect()
+    }
+
+    /// Rooms (among `room_ids`) with timeline events after `since`.
+    pub async fn latest_stream_per_room(&self, since: i64) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT room_id, MAX(stream_ordering) FROM events WHERE stream_ordering > $1 AND outlier = 0 GROUP BY room_id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// Replaces an event's stored JSON with its redacted form.
+    pub async fn store_redaction(
+        tx: &mut Tx<'_>,
+        event_id: &str,
+        redacted_json: &str,
+        redacted_by: &str,
+    ) -> Result<()> {
+        sqlx::query("UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3")
+            .bind(redacted_json)
+            .bind(redacted_by)
+            .bind(event_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Events relating to `event_id`, optionally by rel_type and event type, newest first.
+    pub async fn relations(
+        &self,
+        room_id: &str,
+        event_id: &str,
+        rel_type: Option<&str>,
+        event_type: Option<&str>,
+        from: Option<i64>,
+        backwards: bool,
+        limit: i64,
+    ) -> Result<Vec<Pdu>> {
+        let (cmp, order) = if backwards {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        let from = from.unwrap_or(if backwards { i64::MAX } else { i64::MIN });
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND relates_to = $2
+             AND ($3 IS NULL OR rel_type = $3) AND ($4 IS NULL OR type = $4)
+             AND stream_ordering {cmp} $5 AND rejected = 0 AND outlier = 0
+             ORDER BY stream_ordering {order} LIMIT $6"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(event_id)
+            .bind(rel_type)
+            .bind(event_type)
+            .bind(from)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(pdu_from_row).collect()
+    }
+
+    /// Thread roots in a room (events with m.thread replies), newest activity first.
+    pub async fn thread_roots(
+        &self,
+        room_id: &str,
+        from: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT thread_id, MAX(stream_ordering) AS latest FROM events
+             WHERE room_id = $1 AND thread_id IS NOT NULL AND rejected = 0
+             GROUP BY thread_id HAVING MAX(stream_ordering) < $2 ORDER BY latest DESC LIMIT $3",
+        )
+        .bind(room_id)
+        .bind(from.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+}

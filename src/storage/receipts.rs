@@ -1,0 +1,89 @@
+//! Read receipts (public, private, threaded).
+
+use sqlx::Row;
+
+use super::{Db, now_ms};
+use crate::error::Result;
+
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub room_id: String,
+    pub receipt_type: String,
+    pub user_id: String,
+    pub thread_id: String,
+    pub event_id: String,
+    pub ts: i64,
+}
+
+impl Db {
+    pub async fn set_receipt(&self, r: &Receipt) -> Result<i64> {
+        let mut w = self.begin_stream(1).await?;
+        sqlx::query(
+                    "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, ts, stream_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET event_id = excluded.event_id,
+                     ts = excluded.ts, stream_id = excluded.stream_id",
+                )
+                .bind(&r.room_id)
+                .bind(&r.receipt_type)
+                .bind(&r.user_id)
+                .bind(&r.thread_id)
+                .bind(&r.event_id)
+                .bind(if r.ts == 0 { now_ms() } else { r.ts })
+                .bind(w.first)
+                .execute(&mut *w.tx)
+                .await?;
+        w.commit().await
+    }
+
+    /// Receipts in a room after `since`.
+    pub async fn receipts_since(&self, room_id: &str, since: i64) -> Result<Vec<Receipt>> {
+        let rows = sqlx::query(
+            "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts WHERE room_id = $1 AND stream_id > $2",
+        )
+        .bind(room_id)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Receipt {
+                    room_id: r.try_get(0)?,
+                    receipt_type: r.try_get(1)?,
+                    user_id: r.try_get(2)?,
+                    thread_id: r.try_get(3)?,
+                    event_id: r.try_get(4)?,
+                    ts: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stream position of the user's latest read receipt (public or private, unthreaded) in a room.
+    pub async fn read_up_to(&self, room_id: &str, user_id: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id
+             WHERE r.room_id = $1 AND r.user_id = $2 AND r.receipt_type IN ('m.read', 'm.read.private')",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
+    /// Messages from others after a position (for unread counts).
+    pub async fn count_unread(&self, room_id: &str, user_id: &str, after: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM events WHERE room_id = $1 AND stream_ordering > $2 AND sender <> $3
+             AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND rejected = 0 AND outlier = 0
+             AND redacted_by IS NULL",
+        )
+        .bind(room_id)
+        .bind(after)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+}
