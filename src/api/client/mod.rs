@@ -2,10 +2,20 @@
 //! ruma), check the caller, call domain functions and shape the JSON response.
 
 pub mod account;
+pub mod account_data;
+pub mod devices;
+pub mod directory;
 pub mod discovery;
+pub mod keys;
 pub mod membership;
+pub mod presence;
+pub mod profile;
+pub mod push_rules;
+pub mod receipts;
+pub mod relations;
 pub mod rooms;
 pub mod sync;
+pub mod typing;
 
 use axum::{Json, Router};
 use serde_json::Value;
@@ -17,7 +27,17 @@ pub type JsonResult = crate::error::Result<Json<Value>>;
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = discovery::routes(r);
     let r = account::routes(r);
+    let r = account_data::routes(r);
+    let r = devices::routes(r);
+    let r = directory::routes(r);
+    let r = keys::routes(r);
+    let r = presence::routes(r);
+    let r = profile::routes(r);
+    let r = push_rules::routes(r);
+    let r = receipts::routes(r);
+    let r = relations::routes(r);
     let r = rooms::routes(r);
     let r = membership::routes(r);
+    let r = typing::routes(r);
     sync::routes(r)
 }
