@@ -22,6 +22,7 @@ pub struct Services {
     pub writer: EventWriter,
     pub typing: Typing,
     pub uia: UiaSessions,
+    pub admin_nonces: crate::users::register::Nonces,
 }
 
 pub type AppState = Arc<Services>;
@@ -48,6 +49,7 @@ impl Services {
             writer,
             typing: Typing::default(),
             uia: UiaSessions::default(),
+            admin_nonces: Default::default(),
         }))
     }
 

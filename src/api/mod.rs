@@ -1,5 +1,6 @@
 //! The HTTP surface: router, the request extractor, responses, CORS and fallbacks.
 
+pub mod admin;
 pub mod client;
 pub mod extract;
 
@@ -26,6 +27,27 @@ where
     let mut router = router;
     for path in T::PATH_BUILDER.all_paths() {
         router = router.route(path, on(filter, handler.clone()));
+    }
+    router
+}
+
+/// Also registers the paths of `T` without their last segment, with and without a trailing
+/// slash, for endpoints whose last parameter may be empty (state keys: `/state/m.room.topic`).
+pub fn route_optional_last<T, H, X>(router: Router<AppState>, handler: H) -> Router<AppState>
+where
+    T: IncomingRequest,
+    H: axum::handler::Handler<X, AppState>,
+    X: 'static,
+{
+    let filter = method_filter(&T::METHOD);
+    let mut router = route::<T, H, X>(router, handler.clone());
+    for path in T::PATH_BUILDER.all_paths() {
+        if let Some((short, last)) = path.rsplit_once('/')
+            && last.starts_with('{')
+        {
+            router = router.route(short, on(filter, handler.clone()));
+            router = router.route(&format!("{short}/"), on(filter, handler.clone()));
+        }
     }
     router
 }
@@ -60,7 +82,7 @@ pub fn router(state: AppState) -> Router {
             header::ACCEPT,
             header::HeaderName::from_static("x-requested-with"),
         ]);
-    client::routes(Router::new())
+    admin::routes(client::routes(Router::new()))
         .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND, "Unrecognized request") })
         .method_not_allowed_fallback(|| async {
             Error::unrecognized(

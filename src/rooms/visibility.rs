@@ -77,12 +77,16 @@ pub async fn filter_visible(db: &Db, user_id: &str, events: Vec<Pdu>) -> Result<
 
 /// Whether the user may read the room's current state and history at all.
 pub async fn can_read_room(db: &Db, room_id: &str, user_id: &str) -> Result<bool> {
-    if let Some(m) = db.membership(room_id, user_id).await?
-        && (m.membership == "join" || m.membership == "leave" || m.membership == "ban")
-    {
-        return Ok(m.membership == "join"
-            || world_readable(db, room_id).await?
-            || m.membership != "invite");
+    if let Some(m) = db.membership(room_id, user_id).await? {
+        if m.membership == "join" {
+            return Ok(true);
+        }
+        // A former member keeps reading what they could see, until they forget the room.
+        if (m.membership == "leave" || m.membership == "ban")
+            && !db.has_forgotten(room_id, user_id).await?
+        {
+            return Ok(true);
+        }
     }
     world_readable(db, room_id).await
 }

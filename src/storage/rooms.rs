@@ -137,6 +137,21 @@ impl Db {
         Ok(())
     }
 
+    /// Whether the user has forgotten the room (since their last membership change).
+    pub async fn has_forgotten(&self, room_id: &str, user_id: &str) -> Result<bool> {
+        let row =
+            sqlx::query("SELECT forgotten FROM memberships WHERE room_id = $1 AND user_id = $2")
+                .bind(room_id)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?
+            .unwrap_or(0)
+            != 0)
+    }
+
     // Aliases
 
     pub async fn create_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<bool> {
@@ -194,6 +209,40 @@ impl Db {
             .transpose()?
             .unwrap_or(0)
             != 0)
+    }
+
+    /// Users joined to the room (to name the servers that can resolve its aliases).
+    pub async fn joined_member_ids(&self, room_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT user_id FROM memberships WHERE room_id = $1 AND membership = 'join' ORDER BY user_id",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// (type, event id) of the room's current state events with an empty state key among
+    /// `types` (the fields of a directory entry: name, topic, join rules...).
+    pub async fn current_state_ids_of_types(
+        &self,
+        room_id: &str,
+        types: &[&str],
+    ) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT type, event_id FROM current_state WHERE room_id = $1 AND state_key = ''",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let kind: String = r.try_get(0)?;
+            if types.contains(&kind.as_str()) {
+                out.push((kind, r.try_get(1)?));
+            }
+        }
+        Ok(out)
     }
 
     /// Published rooms with their joined member counts, largest first.

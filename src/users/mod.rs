@@ -1,6 +1,7 @@
 //! Accounts: registration, login, passwords, tokens, deactivation, profiles.
 
 pub mod password;
+pub mod register;
 pub mod uia;
 
 use ruma::{OwnedUserId, UserId};

@@ -65,11 +65,7 @@ async fn register(State(s): State<AppState>, req: Ruma<register::v3::Request>) -
         Some(name) => {
             let uid = users::new_user_id(&s, &name.to_lowercase())?;
             if s.db.user_exists(uid.as_str()).await? {
-                return Err(Error::new(
-                    StatusCode::BAD_REQUEST,
-                    "M_USER_IN_USE",
-                    "User ID already taken",
-                ));
+                return Err(users::register::user_in_use());
             }
             uid
         }
@@ -120,39 +116,13 @@ async fn register(State(s): State<AppState>, req: Ruma<register::v3::Request>) -
         return Err(s.uia.challenge(&flows, &session, json!({}), None));
     }
 
-    let hash = match &req.body.password {
-        Some(p) if !p.is_empty() => Some(users::password::hash(p).await?),
-        _ => None,
-    };
-    if !s
-        .db
-        .create_account(
-            user_id.as_str(),
-            user_id.localpart(),
-            hash.as_deref(),
-            false,
-        )
-        .await?
-    {
-        return Err(Error::new(
-            StatusCode::BAD_REQUEST,
-            "M_USER_IN_USE",
-            "User ID already taken",
-        ));
-    }
+    users::register::create_account(&s, &user_id, req.body.password.as_deref(), false).await?;
     s.uia.finish(&session);
     if let Some(token) = auth_field(&req.json, "token")
         && s.config.registration.require_token
     {
         s.db.registration_token_used(token).await?;
     }
-    s.db.set_profile_field(
-        user_id.as_str(),
-        crate::storage::users::ProfileField::Displayname,
-        Some(user_id.localpart()),
-    )
-    .await?;
-    tracing::info!(%user_id, "registered");
     if req.body.inhibit_login {
         return Ok(Json(json!({"user_id": user_id})));
     }
@@ -177,11 +147,7 @@ async fn availability(
 ) -> JsonResult {
     let uid = users::new_user_id(&s, &req.body.username.to_lowercase())?;
     if s.db.user_exists(uid.as_str()).await? {
-        return Err(Error::new(
-            StatusCode::BAD_REQUEST,
-            "M_USER_IN_USE",
-            "User ID already taken",
-        ));
+        return Err(users::register::user_in_use());
     }
     Ok(Json(json!({"available": true})))
 }
@@ -355,5 +321,5 @@ async fn deactivate(State(s): State<AppState>, req: Ruma<deactivate::v3::Request
     )
     .await?;
     users::deactivate(&s, &a.user_id).await?;
-    Ok(Json(json!({"id_server_unbind_result": "no-support"})))
+    Ok(Json(json!({"id_server_unbind_result": "success"})))
 }

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::JsonResult;
 use crate::{
-    api::{Ruma, route},
+    api::{Ruma, route, route_optional_last},
     error::{Error, Result},
     rooms::{
         self, ClientTxn, NewEvent, Pdu,
@@ -29,9 +29,9 @@ use crate::{
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route::<create_room::v3::Request, _, _>(r, create_room);
     let r = route::<send_message_event::v3::Request, _, _>(r, send_message);
-    let r = route::<send_state_event::v3::Request, _, _>(r, send_state);
+    let r = route_optional_last::<send_state_event::v3::Request, _, _>(r, send_state);
     let r = route::<get_state_events::v3::Request, _, _>(r, get_state);
-    let r = route::<get_state_event_for_key::v3::Request, _, _>(r, get_state_for_key);
+    let r = route_optional_last::<get_state_event_for_key::v3::Request, _, _>(r, get_state_for_key);
     let r = route::<get_room_event::v3::Request, _, _>(r, get_event);
     let r = route::<redact_event::v3::Request, _, _>(r, redact);
     let r = route::<get_message_events::v3::Request, _, _>(r, messages);
@@ -288,6 +288,14 @@ async fn redact(State(s): State<AppState>, req: Ruma<redact_event::v3::Request>)
     let room_id = &req.body.room_id;
     require_joined(&s, room_id.as_str(), a.user_id.as_str()).await?;
     let (_, rules) = rooms::room_rules(&s.db, room_id).await?;
+    rooms::redaction::check_may_redact(
+        &s,
+        room_id.as_str(),
+        a.user_id.as_str(),
+        req.body.event_id.as_str(),
+        &rules,
+    )
+    .await?;
     let mut content = Map::new();
     if let Some(r) = &req.body.reason {
         content.insert("reason".into(), json!(r));
