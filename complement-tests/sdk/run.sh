@@ -86,8 +86,14 @@ setup_js() {
     echo "$want" > "$dir/node_modules/.sdk-lock-hash"
 }
 
+# Set-up runs under a lock: several flows may start at once (one per database backend).
+locked() {
+    mkdir -p "$root/target"
+    ( flock 9; "$@" ) 9>"$root/target/.sdk-setup.lock"
+}
+
 run_python() {
-    setup_python || return 0
+    locked setup_python || { fail_setup "python set-up"; return 0; }
     echo "=== matrix-nio flow ==="
     "$root/target/sdk-venv/bin/python" "$here/python/flow_nio.py" --base "$base" "${verbose[@]}"
     local rc=$?
@@ -95,7 +101,7 @@ run_python() {
 }
 
 run_js() {
-    setup_js || return 0
+    locked setup_js || { fail_setup "js set-up"; return 0; }
     echo "=== matrix-js-sdk flow ==="
     (cd "$here/js" && node flow_jssdk.mjs --base "$base" "${verbose[@]}")
     local rc=$?

@@ -125,6 +125,8 @@ mod receipts;
 mod registration;
 #[path = "complement/relations.rs"]
 mod relations;
+#[path = "complement/sdk.rs"]
+mod sdk;
 #[path = "complement/send.rs"]
 mod send;
 #[path = "complement/state.rs"]

@@ -89,6 +89,12 @@ where
                         .token_owner(&token)
                         .await?
                         .ok_or_else(|| Error::unknown_token("Unknown access token"))?;
+                    crate::users::devices::record_use(
+                        state,
+                        &owner.user_id,
+                        &owner.device_id,
+                        crate::api::client::devices::client_ip(&parts),
+                    );
                     auth = Some(Auth {
                         user_id: OwnedUserId::try_from(owner.user_id).map_err(Error::internal)?,
                         device_id: OwnedDeviceId::from(owner.device_id),
@@ -115,7 +121,14 @@ where
             return Err(Error::not_json("Request body must be a JSON object"));
         }
 
-        let http_req = axum::http::Request::from_parts(parts, &bytes[..]);
+        // Clients (matrix-nio among them) send POSTs like /join with no body at all; Synapse
+        // reads that as `{}`, and so do we.
+        let body_bytes: &[u8] = if bytes.is_empty() && has_json_body(&parts.method) {
+            b"{}"
+        } else {
+            &bytes[..]
+        };
+        let http_req = axum::http::Request::from_parts(parts, body_bytes);
         let path_args: Vec<&str> = params.iter().map(String::as_str).collect();
         let body = T::try_from_http_request(http_req, &path_args).map_err(map_parse_error)?;
         Ok(Ruma { body, auth, json })
