@@ -4,6 +4,8 @@ pub mod api;
 pub mod config;
 pub mod e2ee;
 pub mod error;
+pub mod media;
+pub mod push;
 pub mod rooms;
 pub mod server;
 pub mod services;

@@ -35,6 +35,7 @@ pub async fn run(config: Config) -> Result<()> {
 }
 
 fn spawn_background(s: AppState) {
+    crate::users::presence::spawn_sweeper(s.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {

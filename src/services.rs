@@ -22,6 +22,7 @@ pub struct Services {
     pub writer: EventWriter,
     pub typing: Typing,
     pub uia: UiaSessions,
+    pub device_activity: crate::users::devices::DeviceActivity,
     pub admin_nonces: crate::users::register::Nonces,
 }
 
@@ -39,7 +40,7 @@ impl Services {
             .map_err(Error::internal)?;
         let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
         let notifier = Arc::new(Notifier::new(db.stream_position()));
-        let writer = EventWriter::start(db.clone(), notifier.clone());
+        let writer = EventWriter::start(db.clone(), notifier.clone(), None);
         Ok(Arc::new(Services {
             config,
             db,
@@ -49,6 +50,7 @@ impl Services {
             writer,
             typing: Typing::default(),
             uia: UiaSessions::default(),
+            device_activity: Default::default(),
             admin_nonces: Default::default(),
         }))
     }

@@ -62,6 +62,13 @@ impl Ed25519Key {
         }
     }
 
+    /// The key with this 32-byte seed.
+    pub fn from_seed(seed: &[u8; 32]) -> Ed25519Key {
+        Ed25519Key {
+            key: SigningKey::from_bytes(seed),
+        }
+    }
+
     /// The public key, unpadded base64.
     pub fn public_b64(&self) -> String {
         b64(&self.key.verifying_key().to_bytes())
@@ -177,6 +184,229 @@ pub fn registration_mac(
     hex::encode(mac.finalize().into_bytes())
 }
 
+// --------------------------------------------------------------------------------------------
+// Federation: server keys, X-Matrix request signing, PDU hashes and signatures
+// --------------------------------------------------------------------------------------------
+
+/// Decodes Matrix base64 (standard alphabet, padding optional). `None` when invalid.
+pub fn unb64(s: &str) -> Option<Vec<u8>> {
+    STANDARD_NO_PAD.decode(s.trim_end_matches('=')).ok()
+}
+
+/// Unpadded URL-safe base64, as room versions 4+ use for event ids.
+pub fn b64_url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `sig_b64` is a valid ed25519 signature by `public_b64` over the canonical JSON of
+/// `object` without its `signatures` and `unsigned` members.
+pub fn verify_json(public_b64: &str, object: &Value, sig_b64: &str) -> bool {
+    use ed25519_dalek::Verifier as _;
+    let (Some(public), Some(sig)) = (unb64(public_b64), unb64(sig_b64)) else {
+        return false;
+    };
+    let Ok(public) = <[u8; 32]>::try_from(public.as_slice()) else {
+        return false;
+    };
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&public) else {
+        return false;
+    };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(&sig) else {
+        return false;
+    };
+    let mut stripped = object.clone();
+    if let Some(map) = stripped.as_object_mut() {
+        map.remove("signatures");
+        map.remove("unsigned");
+    }
+    key.verify(canonical_json(&stripped).as_bytes(), &sig).is_ok()
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// The content hash of a PDU (`hashes.sha256`): SHA-256 over the canonical JSON of the event
+/// without `unsigned`, `signatures` and `hashes`, unpadded standard base64.
+pub fn content_hash(event: &Value) -> String {
+    let mut e = event.clone();
+    if let Some(map) = e.as_object_mut() {
+        map.remove("unsigned");
+        map.remove("signatures");
+        map.remove("hashes");
+    }
+    b64(&sha256(canonical_json(&e).as_bytes()))
+}
+
+/// The redaction algorithm of room versions 11 and 12 (the versions the tests create).
+pub fn redact(event: &Value) -> Value {
+    const TOP: &[&str] = &[
+        "event_id",
+        "type",
+        "room_id",
+        "sender",
+        "state_key",
+        "content",
+        "hashes",
+        "signatures",
+        "depth",
+        "prev_events",
+        "auth_events",
+        "origin_server_ts",
+    ];
+    let Some(map) = event.as_object() else {
+        return event.clone();
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in map {
+        if TOP.contains(&k.as_str()) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    let content = map.get("content").cloned().unwrap_or_else(|| json!({}));
+    let keep: &[&str] = match map.get("type").and_then(Value::as_str).unwrap_or("") {
+        "m.room.member" => &[
+            "membership",
+            "join_authorised_via_users_server",
+            "third_party_invite",
+        ],
+        "m.room.create" => return finish_redact(out, content),
+        "m.room.join_rules" => &["join_rule", "allow"],
+        "m.room.power_levels" => &[
+            "ban",
+            "events",
+            "events_default",
+            "invite",
+            "kick",
+            "redact",
+            "state_default",
+            "users",
+            "users_default",
+        ],
+        "m.room.history_visibility" => &["history_visibility"],
+        "m.room.redaction" => &["redacts"],
+        _ => &[],
+    };
+    let mut kept = serde_json::Map::new();
+    if let Some(c) = content.as_object() {
+        for (k, v) in c {
+            if keep.contains(&k.as_str()) {
+                let v = if k == "third_party_invite" {
+                    json!({"signed": v["signed"].clone()})
+                } else {
+                    v.clone()
+                };
+                kept.insert(k.clone(), v);
+            }
+        }
+    }
+    finish_redact(out, Value::Object(kept))
+}
+
+fn finish_redact(mut out: serde_json::Map<String, Value>, content: Value) -> Value {
+    out.insert("content".to_owned(), content);
+    Value::Object(out)
+}
+
+/// The reference hash of a PDU (room versions 4+): SHA-256 over the canonical JSON of the
+/// redacted event without `signatures` and `unsigned`, unpadded URL-safe base64.
+pub fn reference_hash(event: &Value) -> String {
+    let mut e = redact(event);
+    if let Some(map) = e.as_object_mut() {
+        map.remove("signatures");
+        map.remove("unsigned");
+        map.remove("event_id");
+    }
+    b64_url(&sha256(canonical_json(&e).as_bytes()))
+}
+
+/// The event id of a PDU in room versions 4+: `$` + its reference hash.
+pub fn event_id(event: &Value) -> String {
+    format!("${}", reference_hash(event))
+}
+
+/// A homeserver's signing key: signs key responses, X-Matrix request headers and PDUs.
+pub struct ServerKey {
+    pub server_name: String,
+    /// `ed25519:<version>`.
+    pub key_id: String,
+    pub key: Ed25519Key,
+}
+
+impl ServerKey {
+    /// A fresh key `ed25519:<version>` for `server_name`.
+    pub fn generate(server_name: &str, version: &str) -> ServerKey {
+        ServerKey {
+            server_name: server_name.to_owned(),
+            key_id: format!("ed25519:{version}"),
+            key: Ed25519Key::generate(),
+        }
+    }
+
+    /// Adds this key's signature to `object.signatures[server_name][key_id]`.
+    pub fn sign(&self, object: &mut Value) {
+        let version = self.key_id.trim_start_matches("ed25519:");
+        self.key.add_signature(object, &self.server_name, version);
+    }
+
+    /// The signed `GET /_matrix/key/v2/server` response for this key.
+    pub fn key_response(&self, valid_until_ts: u64) -> Value {
+        let mut body = json!({
+            "server_name": self.server_name,
+            "valid_until_ts": valid_until_ts,
+            "verify_keys": { &self.key_id: {"key": self.key.public_b64()} },
+            "old_verify_keys": {},
+        });
+        self.sign(&mut body);
+        body
+    }
+
+    /// The `Authorization` header value for a federation request (`uri` is the path and query
+    /// exactly as sent).
+    pub fn x_matrix(
+        &self,
+        method: &str,
+        uri: &str,
+        destination: &str,
+        content: Option<&Value>,
+    ) -> String {
+        let mut request = json!({
+            "method": method,
+            "uri": uri,
+            "origin": self.server_name,
+            "destination": destination,
+        });
+        if let Some(c) = content {
+            request["content"] = c.clone();
+        }
+        let sig = self.key.sign_json(&request);
+        format!(
+            "X-Matrix origin=\"{}\",destination=\"{}\",key=\"{}\",sig=\"{sig}\"",
+            self.server_name, destination, self.key_id
+        )
+    }
+
+    /// Fills in `hashes.sha256` and adds this key's signature (over the redacted event), as an
+    /// origin server does before sending a PDU. Returns the event id (room versions 4+).
+    pub fn hash_and_sign_event(&self, event: &mut Value) -> String {
+        if let Some(map) = event.as_object_mut() {
+            map.remove("event_id");
+            map.remove("signatures");
+        }
+        event["hashes"] = json!({"sha256": content_hash(event)});
+        let sig = self.key.sign_json(&redact(event));
+        if !event["signatures"].is_object() {
+            event["signatures"] = json!({});
+        }
+        if !event["signatures"][&self.server_name].is_object() {
+            event["signatures"][&self.server_name] = json!({});
+        }
+        event["signatures"][&self.server_name][&self.key_id] = json!(sig);
+        event_id(event)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +446,80 @@ mod tests {
             .verifying_key()
             .verify(br#"{"a":1,"b":2}"#, &sig)
             .expect("valid signature over canonical JSON");
+    }
+
+    /// The signing key used in the spec's appendix examples.
+    fn spec_key() -> Ed25519Key {
+        let seed = unb64("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1").expect("seed");
+        Ed25519Key::from_seed(&seed.try_into().expect("32 bytes"))
+    }
+
+    #[test]
+    fn spec_signing_examples() {
+        let key = spec_key();
+        assert_eq!(
+            key.sign_json(&json!({})),
+            "K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ"
+        );
+        let obj = json!({"one": 1, "two": "Two"});
+        let sig = key.sign_json(&obj);
+        assert_eq!(
+            sig,
+            "KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw"
+        );
+        assert!(verify_json(&key.public_b64(), &obj, &sig));
+        assert!(!verify_json(&key.public_b64(), &json!({"one": 2}), &sig));
+    }
+
+    #[test]
+    fn spec_event_content_hash() {
+        let event = json!({
+            "auth_events": [],
+            "content": {},
+            "depth": 3,
+            "origin": "domain",
+            "origin_server_ts": 1000000,
+            "prev_events": [],
+            "room_id": "!x:domain",
+            "sender": "@a:domain",
+            "type": "X",
+            "unsigned": {"age_ts": 1000000}
+        });
+        assert_eq!(
+            content_hash(&event),
+            "5jM4wQpv6lnBo7CLIghJuHdW+s2CMBJPUOGOC89ncos"
+        );
+    }
+
+    #[test]
+    fn signed_event_verifies_and_has_stable_id() {
+        let key = ServerKey::generate("127.0.0.99:1", "t");
+        let mut event = json!({
+            "type": "m.room.message",
+            "room_id": "!r:127.0.0.99:1",
+            "sender": "@u:127.0.0.99:1",
+            "content": {"msgtype": "m.text", "body": "hi"},
+            "depth": 5,
+            "prev_events": ["$p"],
+            "auth_events": ["$a"],
+            "origin_server_ts": 1,
+        });
+        let id = key.hash_and_sign_event(&mut event);
+        assert!(id.starts_with('$') && !id.contains('+') && !id.contains('/'));
+        let sig = event["signatures"]["127.0.0.99:1"]["ed25519:t"]
+            .as_str()
+            .expect("sig");
+        assert!(verify_json(&key.key.public_b64(), &redact(&event), sig));
+        // Redaction strips the message body; the id does not depend on it or on signatures.
+        let mut other = event.clone();
+        other["content"]["body"] = json!("changed");
+        other["signatures"] = json!({});
+        assert_eq!(event_id(&other), id);
+        assert_ne!(content_hash(&other), event["hashes"]["sha256"]);
+        let resp = key.key_response(2);
+        let ksig = resp["signatures"]["127.0.0.99:1"]["ed25519:t"]
+            .as_str()
+            .expect("key sig");
+        assert!(verify_json(&key.key.public_b64(), &resp, ksig));
     }
 }

@@ -58,6 +58,7 @@ CREATE TABLE events (
 );
 CREATE INDEX events_room_stream ON events (room_id, stream_ordering);
 CREATE INDEX events_relates ON events (relates_to, rel_type);
+CREATE INDEX events_thread ON events (room_id, thread_id, stream_ordering) WHERE thread_id IS NOT NULL;
 CREATE TABLE event_edges (
     event_id TEXT NOT NULL,
     prev_event_id TEXT NOT NULL,
@@ -191,6 +192,27 @@ CREATE TABLE device_list_changes (
     stream_id BIGINT NOT NULL,
     user_id TEXT NOT NULL,
     PRIMARY KEY (stream_id, user_id)
+);
+CREATE TABLE key_signatures (
+    target_user_id TEXT NOT NULL,
+    target_key_id TEXT NOT NULL,
+    signer_user_id TEXT NOT NULL,
+    signer_key_id TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    PRIMARY KEY (target_user_id, target_key_id, signer_user_id, signer_key_id)
+);
+CREATE TABLE to_device_txns (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, txn_id)
+);
+-- Custom profile fields (m.tz, namespaced keys); value is JSON text
+CREATE TABLE profile_fields (
+    user_id TEXT NOT NULL,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (user_id, field)
 );
 CREATE TABLE push_rules (
     user_id TEXT PRIMARY KEY,

@@ -1,4 +1,10 @@
-//! End-to-end encryption plumbing: device lists (the key-server side lives in storage::keys).
+//! End-to-end encryption plumbing: device lists, the key server (`keys`), cross-signing and
+//! signatures (`cross_signing`), and send-to-device (`to_device`). SQL lives in storage::keys.
+
+pub mod cross_signing;
+pub mod keys;
+pub mod signing;
+pub mod to_device;
 
 use ruma::UserId;
 

@@ -2,9 +2,12 @@
 //! persisting them into the event DAG with their state.
 
 pub mod create;
+pub mod directory;
 pub mod membership;
 pub mod pdu;
+pub mod receipts;
 pub mod redaction;
+pub mod relations;
 pub mod visibility;
 pub mod writer;
 
@@ -348,6 +351,7 @@ pub async fn send_event(
         .writer
         .persist(|reply| writer::PersistJob {
             pdu: job_pdu,
+            remote: None,
             state_after,
             new_snapshot,
             txn,
@@ -386,6 +390,7 @@ pub async fn persist_create(s: &Services, mut pdu: Pdu) -> Result<Pdu> {
         .writer
         .persist(|reply| writer::PersistJob {
             pdu: job_pdu,
+            remote: None,
             state_after: Some(id),
             new_snapshot: Some((Arc::new(snap), blocks)),
             txn: None,

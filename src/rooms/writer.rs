@@ -24,6 +24,9 @@ const MAX_BATCH: usize = 512;
 
 pub struct PersistJob {
     pub pdu: Pdu,
+    /// For events that came from another server: how to store them. `None` for local events,
+    /// which are also queued for the other servers in the room.
+    pub remote: Option<RemoteWrite>,
     /// Snapshot after the event: the base snapshot for a message, a new one for a state event.
     pub state_after: Option<i64>,
     /// For a state event: the new snapshot and the blocks it introduces.
@@ -34,6 +37,33 @@ pub struct PersistJob {
     pub reply: oneshot::Sender<Result<i64>>,
 }
 
+/// How an event from another server is stored.
+#[derive(Debug, Default)]
+pub struct RemoteWrite {
+    /// Not part of the timeline: fetched auth/state events, soft-failed and rejected events.
+    pub outlier: bool,
+    /// Backfilled history: part of the timeline but older than anything stored, so it takes a
+    /// negative stream ordering and wakes nobody.
+    pub backfill: bool,
+    /// Whether the event becomes a forward extremity (accepted timeline events only).
+    pub extremity: bool,
+    /// The room's new current state where it changes other than by this event alone (after state
+    /// resolution): entries to set (`Some`) or remove (`None`).
+    pub current_state: Vec<((String, String), Option<String>)>,
+    /// The snapshot of the room's new current state.
+    pub current_snapshot: Option<i64>,
+}
+
+/// Who to tell that the outbound queue has new items for some servers.
+pub type OutboxWaker = Arc<dyn Fn(&[String]) + Send + Sync>;
+
+/// Where local events go besides the database: the other servers in their rooms.
+#[derive(Clone)]
+pub struct Outbound {
+    pub server_name: String,
+    pub wake: OutboxWaker,
+}
+
 #[derive(Clone)]
 pub struct EventWriter {
     tx: mpsc::Sender<PersistJob>,
@@ -42,10 +72,10 @@ pub struct EventWriter {
 }
 
 impl EventWriter {
-    pub fn start(db: Db, notifier: Arc<Notifier>) -> Self {
+    pub fn start(db: Db, notifier: Arc<Notifier>, outbound: Option<Outbound>) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let failed = Arc::new(Mutex::new(HashMap::new()));
-        tokio::spawn(run(db, notifier, rx, failed.clone()));
+        tokio::spawn(run(db, notifier, rx, failed.clone(), outbound));
         EventWriter { tx, failed }
     }
 
@@ -73,6 +103,7 @@ async fn run(
     notifier: Arc<Notifier>,
     mut rx: mpsc::Receiver<PersistJob>,
     failed: Arc<Mutex<HashMap<String, u64>>>,
+    outbound: Option<Outbound>,
 ) {
     let mut batch: Vec<PersistJob> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -100,10 +131,18 @@ async fn run(
         if jobs.is_empty() {
             continue;
         }
-        match write_batch(&db, &jobs).await {
-            Ok(first_pos) => {
+        match write_batch(&db, &jobs, outbound.as_ref()).await {
+            Ok((first_pos, destinations)) => {
+                if let Some(o) = &outbound
+                    && !destinations.is_empty()
+                {
+                    (o.wake)(&destinations);
+                }
                 let mut rooms: HashMap<&str, (i64, Vec<String>)> = HashMap::new();
                 for (i, job) in jobs.iter().enumerate() {
+                    if job.remote.as_ref().is_some_and(|r| r.outlier || r.backfill) {
+                        continue;
+                    }
                     let pos = first_pos + i as i64;
                     let entry = rooms
                         .entry(job.pdu.room_id.as_str())
@@ -144,13 +183,33 @@ async fn run(
     }
 }
 
-/// Writes the batch in one transaction; returns the first stream position.
-async fn write_batch(db: &Db, jobs: &[PersistJob]) -> Result<i64> {
+/// Writes the batch in one transaction; returns the first stream position and the servers whose
+/// outbound queue got new events.
+async fn write_batch(
+    db: &Db,
+    jobs: &[PersistJob],
+    outbound: Option<&Outbound>,
+) -> Result<(i64, Vec<String>)> {
     let mut w = db.begin_stream(jobs.len() as i64).await?;
     let first = w.first;
+    let mut low: Option<i64> = None;
+    let mut destinations: Vec<String> = Vec::new();
+    let mut room_servers: HashMap<String, Vec<String>> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
-        let pos = first + i as i64;
         let p = &job.pdu;
+        let remote = job.remote.as_ref();
+        let outlier = remote.is_some_and(|r| r.outlier);
+        let pos = if remote.is_some_and(|r| r.outlier || r.backfill) {
+            // Outliers and backfilled events count down below everything stored.
+            let next = match low {
+                Some(l) => l - 1,
+                None => Db::lowest_stream_ordering(&mut w.tx).await? - 1,
+            };
+            low = Some(next);
+            next
+        } else {
+            first + i as i64
+        };
         if let (Some((snap, blocks)), Some(id)) = (&job.new_snapshot, job.state_after) {
             db.write_snapshot(&mut w.tx, p.room_id.as_str(), id, snap, blocks)
                 .await?;
@@ -159,8 +218,16 @@ async fn write_batch(db: &Db, jobs: &[PersistJob]) -> Result<i64> {
             device_id: &t.device_id,
             txn_id: &t.txn_id,
         });
-        Db::insert_event(&mut w.tx, p, pos, job.state_after, false, txn_ref).await?;
-        Db::update_forward_extremities(&mut w.tx, p).await?;
+        // An event fetched earlier as an outlier is stored again as what it is now.
+        if !outlier {
+            Db::delete_outlier(&mut w.tx, p.event_id.as_str()).await?;
+        }
+        Db::insert_event(&mut w.tx, p, pos, job.state_after, outlier, txn_ref).await?;
+        match remote {
+            None => Db::update_forward_extremities(&mut w.tx, p).await?,
+            Some(r) if r.extremity => Db::update_forward_extremities(&mut w.tx, p).await?,
+            Some(_) => {}
+        }
         if let Some(t) = &job.txn {
             Db::store_txn_id(
                 &mut w.tx,
@@ -171,37 +238,102 @@ async fn write_batch(db: &Db, jobs: &[PersistJob]) -> Result<i64> {
             )
             .await?;
         }
-        if let Some(sk) = &p.state_key {
-            let kind = p.kind.to_string();
-            Db::set_current_state(
-                &mut w.tx,
-                p.room_id.as_str(),
-                &kind,
-                sk,
-                p.event_id.as_str(),
-                pos,
-            )
-            .await?;
+        // The room's current state: this event's own entry (local events and remote events
+        // that extend the room's only head), or what state resolution gave.
+        let current_changes: Vec<((String, String), Option<String>)> = match remote {
+            None => p
+                .state_key
+                .iter()
+                .map(|sk| {
+                    (
+                        (p.kind.to_string(), sk.clone()),
+                        Some(p.event_id.to_string()),
+                    )
+                })
+                .collect(),
+            Some(r) if r.outlier || r.backfill => Vec::new(),
+            Some(r) => r.current_state.clone(),
+        };
+        for ((kind, sk), event_id) in &current_changes {
+            match event_id {
+                Some(event_id) => {
+                    Db::set_current_state(&mut w.tx, p.room_id.as_str(), kind, sk, event_id, pos)
+                        .await?;
+                    if kind == "m.room.member" {
+                        set_membership_from_event(db, &mut w.tx, p, event_id, sk, pos).await?;
+                    }
+                }
+                None => {
+                    Db::delete_current_state(&mut w.tx, p.room_id.as_str(), kind, sk).await?;
+                }
+            }
+        }
+        let current_snapshot = match remote {
+            None if p.state_key.is_some() => job.state_after,
+            Some(r) if !(r.outlier || r.backfill) => r.current_snapshot,
+            _ => None,
+        };
+        if let Some(snap) = current_snapshot {
+            Db::set_current_snapshot(&mut w.tx, p.room_id.as_str(), snap).await?;
+        }
+        // Local events go to every other server in the room (and to the server of a remote
+        // user whose membership this changes), in this same transaction.
+        if remote.is_none()
+            && let Some(o) = outbound
+        {
+            let room = p.room_id.to_string();
+            if !room_servers.contains_key(&room) {
+                let servers = db.joined_servers_tx(&mut w.tx, &room).await?;
+                room_servers.insert(room.clone(), servers);
+            }
+            let mut targets: Vec<String> = room_servers.get(&room).cloned().unwrap_or_default();
+            if p.kind == TimelineEventType::RoomMember
+                && let Some((_, server)) = p.state_key.as_deref().and_then(|k| k.split_once(':'))
+                && !targets.iter().any(|t| t == server)
+            {
+                targets.push(server.to_owned());
+            }
+            targets.retain(|t| *t != o.server_name);
+            if !targets.is_empty() {
+                let json = serde_json::to_string(&p.json)?;
+                for t in &targets {
+                    Db::enqueue_outbox(&mut w.tx, t, "pdu", &json).await?;
+                    if !destinations.contains(t) {
+                        destinations.push(t.clone());
+                    }
+                }
+            }
             if p.kind == TimelineEventType::RoomMember {
-                let membership = p
-                    .content_value()
-                    .get("membership")
-                    .and_then(Value::as_str)
-                    .unwrap_or("leave")
-                    .to_owned();
-                Db::set_membership(
-                    &mut w.tx,
-                    p.room_id.as_str(),
-                    sk,
-                    &membership,
-                    p.event_id.as_str(),
-                    p.sender.as_str(),
-                    pos,
-                )
-                .await?;
+                // Membership changed: the room's servers are read again for later events.
+                room_servers.remove(&room);
             }
         }
     }
     w.commit().await?;
-    Ok(first)
+    Ok((first, destinations))
+}
+
+/// Updates the membership table from a member event (this one, or one state resolution chose).
+async fn set_membership_from_event(
+    db: &Db,
+    tx: &mut crate::storage::Tx<'_>,
+    p: &Pdu,
+    event_id: &str,
+    user: &str,
+    pos: i64,
+) -> Result<()> {
+    let (content, sender) = if event_id == p.event_id.as_str() {
+        (p.content_value(), p.sender.to_string())
+    } else {
+        match db.get_pdu(event_id).await? {
+            Some(ev) => (ev.content_value(), ev.sender.to_string()),
+            None => return Ok(()),
+        }
+    };
+    let membership = content
+        .get("membership")
+        .and_then(Value::as_str)
+        .unwrap_or("leave")
+        .to_owned();
+    Db::set_membership(tx, p.room_id.as_str(), user, &membership, event_id, &sender, pos).await
 }

@@ -32,6 +32,51 @@ impl Db {
         Ok(pos)
     }
 
+    /// Reads, changes and writes one account data entry atomically (under the stream write
+    /// lock): `f` gets the current content and returns the new one (or `None` to leave it
+    /// unchanged) plus a value handed back. Returns the new position when something was written.
+    pub async fn update_account_data<T, F>(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        kind: &str,
+        f: F,
+    ) -> Result<(Option<i64>, T)>
+    where
+        F: FnOnce(Option<Value>) -> Result<(Option<Value>, T)>,
+    {
+        let mut w = self.begin_stream(1).await?;
+        let row = sqlx::query(
+            "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
+        )
+        .bind(user_id)
+        .bind(room_id.unwrap_or(""))
+        .bind(kind)
+        .fetch_optional(&mut *w.tx)
+        .await?;
+        let current = match row {
+            Some(r) => Some(serde_json::from_str(&r.try_get::<String, _>(0)?)?),
+            None => None,
+        };
+        let (new, out) = f(current)?;
+        let Some(new) = new else {
+            return Ok((None, out));
+        };
+        sqlx::query(
+            "INSERT INTO account_data (user_id, room_id, type, content, stream_id) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id",
+        )
+        .bind(user_id)
+        .bind(room_id.unwrap_or(""))
+        .bind(kind)
+        .bind(serde_json::to_string(&new)?)
+        .bind(w.first)
+        .execute(&mut *w.tx)
+        .await?;
+        let pos = w.commit().await?;
+        Ok((Some(pos), out))
+    }
+
     pub async fn account_data(
         &self,
         user_id: &str,

@@ -53,11 +53,22 @@ impl Db {
     }
 
     pub async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>> {
-        Ok(self
-            .devices(user_id)
-            .await?
-            .into_iter()
-            .find(|d| d.device_id == device_id))
+        let row = sqlx::query(
+            "SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = $1 AND device_id = $2",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Device {
+                device_id: r.try_get(0)?,
+                display_name: r.try_get(1)?,
+                last_seen_ts: r.try_get(2)?,
+                last_seen_ip: r.try_get(3)?,
+            })
+        })
+        .transpose()
     }
 
     pub async fn rename_device(
@@ -77,14 +88,17 @@ impl Db {
         Ok(res.rows_affected() == 1)
     }
 
+    /// Records when (`ts`, ms) and from where a device was last used. Callers throttle this (see
+    /// `users::devices::DeviceActivity`): it is not meant to run on every request.
     pub async fn touch_device(
         &self,
         user_id: &str,
         device_id: &str,
+        ts: i64,
         ip: Option<&str>,
     ) -> Result<()> {
         sqlx::query("UPDATE devices SET last_seen_ts = $1, last_seen_ip = COALESCE($2, last_seen_ip) WHERE user_id = $3 AND device_id = $4")
-            .bind(now_ms())
+            .bind(ts)
             .bind(ip)
             .bind(user_id)
             .bind(device_id)

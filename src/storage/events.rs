@@ -357,7 +357,11 @@ impl Db {
         Ok(())
     }
 
-    /// Events relating to `event_id`, optionally by rel_type and event type, newest first.
+    /// Events relating to `event_id` (directly, or up to `max_depth` relations deep), optionally
+    /// by rel_type and event type. Positions follow the timeline tokens: backwards returns events
+    /// with stream_ordering < `from` (newest first) down to `to` (inclusive); forwards events
+    /// >= `from` (oldest first) up to `to` (exclusive).
+    #[allow(clippy::too_many_arguments)]
     pub async fn relations(
         &self,
         room_id: &str,
@@ -365,20 +369,30 @@ impl Db {
         rel_type: Option<&str>,
         event_type: Option<&str>,
         from: Option<i64>,
+        to: Option<i64>,
         backwards: bool,
         limit: i64,
+        max_depth: i64,
     ) -> Result<Vec<Pdu>> {
-        let (cmp, order) = if backwards {
-            ("<", "DESC")
+        let (cmp, to_cmp, order) = if backwards {
+            ("<", ">=", "DESC")
         } else {
-            (">", "ASC")
+            (">=", "<", "ASC")
         };
         let from = from.unwrap_or(if backwards { i64::MAX } else { i64::MIN });
+        let to = to.unwrap_or(if backwards { i64::MIN } else { i64::MAX });
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND relates_to = $2
+            "WITH RECURSIVE rel (event_id, depth) AS (
+                SELECT event_id, 1 FROM events WHERE room_id = $1 AND relates_to = $2
+                UNION
+                SELECT e.event_id, r.depth + 1 FROM events e JOIN rel r ON e.relates_to = r.event_id
+                WHERE e.room_id = $1 AND r.depth < $8
+             )
+             SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN (SELECT event_id FROM rel)
              AND ($3 IS NULL OR rel_type = $3) AND ($4 IS NULL OR type = $4)
-             AND stream_ordering {cmp} $5 AND rejected = 0 AND outlier = 0
-             ORDER BY stream_ordering {order} LIMIT $6"
+             AND stream_ordering {cmp} $5 AND stream_ordering {to_cmp} $6
+             AND rejected = 0 AND outlier = 0
+             ORDER BY stream_ordering {order} LIMIT $7"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(room_id)
@@ -386,31 +400,136 @@ impl Db {
             .bind(rel_type)
             .bind(event_type)
             .bind(from)
+            .bind(to)
             .bind(limit)
+            .bind(max_depth)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(pdu_from_row).collect()
     }
 
-    /// Thread roots in a room (events with m.thread replies), newest activity first.
+    /// Thread roots in a room (events with m.thread replies) as (root id, position of the latest
+    /// reply), newest activity first, with latest reply before `from`. With `participant`, only
+    /// threads that user started or replied in.
     pub async fn thread_roots(
         &self,
         room_id: &str,
         from: Option<i64>,
         limit: i64,
+        participant: Option<&str>,
     ) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
-            "SELECT thread_id, MAX(stream_ordering) AS latest FROM events
-             WHERE room_id = $1 AND thread_id IS NOT NULL AND rejected = 0
-             GROUP BY thread_id HAVING MAX(stream_ordering) < $2 ORDER BY latest DESC LIMIT $3",
+            "SELECT e.thread_id, MAX(e.stream_ordering) AS latest FROM events e
+             JOIN events r ON r.event_id = e.thread_id AND r.room_id = e.room_id
+             WHERE e.room_id = $1 AND e.thread_id IS NOT NULL AND e.rejected = 0 AND e.outlier = 0
+             AND r.rejected = 0
+             AND ($4 IS NULL OR r.sender = $4 OR EXISTS (
+                 SELECT 1 FROM events p WHERE p.thread_id = e.thread_id AND p.room_id = e.room_id
+                 AND p.sender = $4 AND p.rejected = 0))
+             GROUP BY e.thread_id HAVING MAX(e.stream_ordering) < $2 ORDER BY latest DESC LIMIT $3",
         )
         .bind(room_id)
         .bind(from.unwrap_or(i64::MAX))
         .bind(limit)
+        .bind(participant)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()
     }
+
+    /// Thread summaries for these roots in a room: (root id, reply count, latest reply id).
+    pub async fn thread_summaries(
+        &self,
+        room_id: &str,
+        roots: &[String],
+    ) -> Result<Vec<(String, i64, String)>> {
+        let mut out = Vec::new();
+        for chunk in roots.chunks(200) {
+            let list = placeholders(2, chunk.len());
+            let sql = format!(
+                "SELECT s.thread_id, s.n, e.event_id FROM (
+                    SELECT thread_id, COUNT(*) AS n, MAX(stream_ordering) AS latest FROM events
+                    WHERE room_id = $1 AND thread_id IN ({list}) AND rejected = 0 AND outlier = 0
+                    GROUP BY thread_id
+                 ) s JOIN events e ON e.stream_ordering = s.latest"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which of these thread roots `user_id` replied in.
+    pub async fn threads_participated(
+        &self,
+        room_id: &str,
+        roots: &[String],
+        user_id: &str,
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for chunk in roots.chunks(200) {
+            let list = placeholders(3, chunk.len());
+            let sql = format!(
+                "SELECT DISTINCT thread_id FROM events WHERE room_id = $1 AND sender = $2
+                 AND thread_id IN ({list}) AND rejected = 0 AND outlier = 0"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(room_id)
+                .bind(user_id);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(r.try_get(0)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Unredacted m.replace events for these events in a room:
+    /// (replaced id, edit id, edit sender, edit type, edit origin_server_ts).
+    pub async fn replacements(
+        &self,
+        room_id: &str,
+        event_ids: &[String],
+    ) -> Result<Vec<(String, String, String, String, i64)>> {
+        let mut out = Vec::new();
+        for chunk in event_ids.chunks(200) {
+            let list = placeholders(2, chunk.len());
+            let sql = format!(
+                "SELECT relates_to, event_id, sender, type, origin_server_ts FROM events
+                 WHERE room_id = $1 AND relates_to IN ({list}) AND rel_type = 'm.replace'
+                 AND rejected = 0 AND outlier = 0 AND redacted_by IS NULL"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `$first, $first+1, …` for `n` parameters.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -23,7 +23,11 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[Migration] = &[migration!(1, "0001_core")];
+const MIGRATIONS: &[Migration] = &[
+    migration!(1, "0001_core"),
+    migration!(2, "0002_federation"),
+    migration!(3, "0003_media"),
+];
 
 pub async fn run(db: &Db) -> Result<()> {
     let mut tx = db.begin().await?;

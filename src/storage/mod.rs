@@ -26,9 +26,15 @@ use crate::error::{Error, Result};
 
 pub mod account_data;
 pub mod devices;
+pub mod directory;
 pub mod events;
+pub mod federation;
 pub mod keys;
+pub mod media;
 pub mod migrations;
+pub mod presence;
+pub mod push_rules;
+pub mod profile;
 pub mod receipts;
 pub mod rooms;
 pub mod state;

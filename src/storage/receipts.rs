@@ -36,13 +36,22 @@ impl Db {
         w.commit().await
     }
 
-    /// Receipts in a room after `since`.
-    pub async fn receipts_since(&self, room_id: &str, since: i64) -> Result<Vec<Receipt>> {
+    /// Receipts in a room after `since` that `viewer` may see (private receipts only their own).
+    pub async fn receipts_since(
+        &self,
+        room_id: &str,
+        since: i64,
+        viewer: &str,
+    ) -> Result<Vec<Receipt>> {
         let rows = sqlx::query(
-            "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts WHERE room_id = $1 AND stream_id > $2",
+            "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts
+             WHERE room_id = $1 AND stream_id > $2
+             AND (receipt_type <> 'm.read.private' OR user_id = $3)
+             ORDER BY stream_id",
         )
         .bind(room_id)
         .bind(since)
+        .bind(viewer)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

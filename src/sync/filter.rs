@@ -146,6 +146,8 @@ pub struct SyncFilter {
     pub state: EventFilter,
     pub ephemeral: EventFilter,
     pub room_account_data: EventFilter,
+    /// `room.timeline.unread_thread_notifications`: count thread notifications per thread.
+    pub unread_thread_notifications: bool,
 }
 
 impl SyncFilter {
@@ -164,6 +166,11 @@ impl SyncFilter {
             state: sub("state"),
             ephemeral: sub("ephemeral"),
             room_account_data: sub("account_data"),
+            unread_thread_notifications: room
+                .get("timeline")
+                .and_then(|t| t.get("unread_thread_notifications"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         }
     }
 }

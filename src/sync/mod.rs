@@ -143,12 +143,15 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool)> {
     }
 
     // Global account data
-    let global: Vec<Value> = account_data
+    let mut global: Vec<Value> = account_data
         .iter()
         .filter(|(r, _, _)| r.is_empty())
         .map(|(_, t, c)| json!({"type": t, "content": c}))
-        .filter(|e| f.account_data.allows_json(e))
         .collect();
+    if initial {
+        crate::push::add_default_rules_if_unset(&req.user_id, &mut global)?;
+    }
+    global.retain(|e| f.account_data.allows_json(e));
     if !global.is_empty() {
         empty = false;
     }
@@ -270,7 +273,7 @@ async fn joined_room(
 
     let typing_changed = s.typing.changed_since(room_id, since_typing);
     let receipts =
-        s.db.receipts_since(room_id, if full { 0 } else { since })
+        s.db.receipts_since(room_id, if full { 0 } else { since }, &req.user_id)
             .await?;
     let room_ad: Vec<Value> = account_data
         .iter()
@@ -393,27 +396,39 @@ async fn joined_room(
         .first()
         .map(|p| token::position_token(p.stream_ordering))
         .unwrap_or_else(|| token::position_token(until + 1));
-    let read_upto = s.db.read_up_to(room_id, &req.user_id).await?.unwrap_or(0);
     let joined_at =
         s.db.membership(room_id, &req.user_id)
             .await?
             .map(|m| m.stream_ordering)
             .unwrap_or(0);
-    let unread =
-        s.db.count_unread(room_id, &req.user_id, read_upto.max(joined_at))
-            .await?;
+    let unread = crate::push::unread_counts(
+        &s.db,
+        room_id,
+        &req.user_id,
+        joined_at,
+        f.unread_thread_notifications,
+    )
+    .await?;
 
+    let mut timeline_json: Vec<Value> = timeline
+        .iter()
+        .map(|p| p.to_client(txn_for(p, req)))
+        .collect();
+    crate::rooms::relations::bundle_aggregations(&s.db, &req.user_id, &mut timeline_json).await?;
     let mut room = json!({
         "timeline": {
-            "events": timeline.iter().map(|p| p.to_client(txn_for(p, req))).collect::<Vec<_>>(),
+            "events": timeline_json,
             "limited": limited,
             "prev_batch": prev_batch,
         },
         "state": {"events": state.iter().map(|p| p.to_client(None)).collect::<Vec<_>>()},
         "ephemeral": {"events": ephemeral},
         "account_data": {"events": room_ad},
-        "unread_notifications": {"notification_count": unread, "highlight_count": 0},
+        "unread_notifications": unread.room_json(),
     });
+    if f.unread_thread_notifications && !unread.threads.is_empty() {
+        room["unread_thread_notifications"] = unread.threads_json();
+    }
     if full
         || state.iter().any(|p| p.kind.to_string() == "m.room.member")
         || timeline

@@ -6,6 +6,36 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::{
+    error::{Error, Result},
+    services::Services,
+};
+
+/// How long a typing notification lasts at most.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Starts (`Some(timeout)`) or stops (`None`) `user_id` typing in a room they are joined to, and
+/// wakes the syncs of the room when that changes what they show.
+pub async fn set_typing(
+    s: &Services,
+    room_id: &str,
+    user_id: &str,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    match s.db.membership(room_id, user_id).await? {
+        Some(m) if m.membership == "join" => {}
+        _ => return Err(Error::forbidden("You are not joined to this room")),
+    }
+    let changed = match timeout {
+        Some(t) => s.typing.set(room_id, user_id, true, t),
+        None => s.typing.set(room_id, user_id, false, Duration::ZERO),
+    };
+    if changed {
+        s.notifier.notify_typing(room_id);
+    }
+    Ok(())
+}
+
 pub struct Typing {
     inner: Mutex<TypingInner>,
 }
@@ -51,7 +81,7 @@ impl Typing {
         let changed = if typing {
             room.insert(
                 user_id.to_owned(),
-                Instant::now() + timeout.min(Duration::from_secs(120)),
+                Instant::now() + timeout.min(MAX_TIMEOUT),
             )
             .is_none()
         } else {

@@ -1,6 +1,8 @@
 //! Accounts: registration, login, passwords, tokens, deactivation, profiles.
 
+pub mod devices;
 pub mod password;
+pub mod presence;
 pub mod register;
 pub mod uia;
 
@@ -118,6 +120,15 @@ pub async fn check_password(s: &Services, user_id: &UserId, password: &str) -> R
     password::verify(password, &hash).await
 }
 
+/// Longest display name accepted (as Synapse).
+pub const MAX_DISPLAYNAME_LEN: usize = 256;
+/// Longest avatar URL accepted.
+pub const MAX_AVATAR_URL_LEN: usize = 1000;
+/// Longest custom profile key (spec: 255 bytes).
+pub const MAX_PROFILE_KEY_LEN: usize = 255;
+/// Largest whole profile, JSON-encoded (spec: 64 KiB).
+pub const MAX_PROFILE_BYTES: usize = 65536;
+
 /// Updates a profile field and the member event in every joined room.
 pub async fn set_profile(
     s: &Services,
@@ -135,13 +146,20 @@ pub async fn set_profile(
         let Some(pdu) = s.db.get_pdu(&event_id).await? else {
             continue;
         };
-        let mut content = pdu.content_value();
+        let old = pdu.content_value();
+        let mut content = old.clone();
         if let Some(obj) = content.as_object_mut() {
             match value {
                 Some(v) => obj.insert(key.into(), json!(v)),
                 None => obj.remove(key),
             };
             obj.insert("membership".into(), Value::from("join"));
+            // Only meaningful on the join that used it (restricted rooms).
+            obj.remove("join_authorised_via_users_server");
+            obj.remove("reason");
+        }
+        if old.get(key) == content.get(key) {
+            continue;
         }
         let room_id = ruma::OwnedRoomId::try_from(room).map_err(Error::internal)?;
         if let Err(e) = send_event(
@@ -157,6 +175,109 @@ pub async fn set_profile(
         }
     }
     Ok(())
+}
+
+/// A user's whole profile: `displayname`, `avatar_url` and custom fields. `M_NOT_FOUND` for
+/// users this server does not know.
+pub async fn profile(s: &Services, user_id: &UserId) -> Result<serde_json::Map<String, Value>> {
+    let account = match s.db.account(user_id.as_str()).await? {
+        Some(a) if s.is_local(user_id) => a,
+        _ => return Err(Error::not_found("Profile not found")),
+    };
+    let mut out = serde_json::Map::new();
+    for (field, value) in s.db.profile_fields(user_id.as_str()).await? {
+        out.insert(field, value);
+    }
+    if let Some(d) = account.displayname {
+        out.insert("displayname".into(), json!(d));
+    }
+    if let Some(a) = account.avatar_url.filter(|a| !a.is_empty()) {
+        out.insert("avatar_url".into(), json!(a));
+    }
+    Ok(out)
+}
+
+/// One profile field; `M_NOT_FOUND` for unknown users and unset fields.
+pub async fn profile_field(s: &Services, user_id: &UserId, field: &str) -> Result<Value> {
+    let mut all = profile(s, user_id).await?;
+    all.remove(field)
+        .ok_or_else(|| Error::not_found("Profile field not set"))
+}
+
+/// Sets (`Some`) or removes (`None`) one of the caller's own profile fields. `displayname` and
+/// `avatar_url` are also updated in the member event of every joined room.
+pub async fn set_profile_value(
+    s: &Services,
+    caller: &UserId,
+    target: &UserId,
+    field: &str,
+    value: Option<Value>,
+) -> Result<()> {
+    if caller != target {
+        return Err(Error::forbidden("You may only change your own profile"));
+    }
+    if !s.db.user_exists(target.as_str()).await? {
+        return Err(Error::not_found("Profile not found"));
+    }
+    match field {
+        "displayname" => {
+            let name = match &value {
+                None | Some(Value::Null) => None,
+                Some(Value::String(n)) => Some(n.as_str()),
+                Some(_) => return Err(Error::bad_json("displayname must be a string")),
+            };
+            if name.is_some_and(|n| n.chars().count() > MAX_DISPLAYNAME_LEN) {
+                return Err(Error::invalid_param(format!(
+                    "Display name is too long (max {MAX_DISPLAYNAME_LEN})"
+                )));
+            }
+            set_profile(s, target, ProfileField::Displayname, name).await
+        }
+        "avatar_url" => {
+            let url = match &value {
+                None | Some(Value::Null) => None,
+                // Element clears an avatar by setting "".
+                Some(Value::String(u)) if u.is_empty() => None,
+                Some(Value::String(u)) => Some(u.as_str()),
+                Some(_) => return Err(Error::bad_json("avatar_url must be a string")),
+            };
+            if let Some(u) = url
+                && (u.len() > MAX_AVATAR_URL_LEN || !<&ruma::MxcUri>::from(u).is_valid())
+            {
+                return Err(Error::invalid_param("avatar_url must be an mxc:// URI"));
+            }
+            set_profile(s, target, ProfileField::AvatarUrl, url).await
+        }
+        _ => {
+            if field.is_empty() || field.len() > MAX_PROFILE_KEY_LEN {
+                return Err(Error::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "M_KEY_TOO_LARGE",
+                    format!("Profile keys must be 1 to {MAX_PROFILE_KEY_LEN} bytes"),
+                ));
+            }
+            let Some(value) = value else {
+                return s
+                    .db
+                    .delete_profile_custom_field(target.as_str(), field)
+                    .await;
+            };
+            if field == "m.tz" && !value.is_string() {
+                return Err(Error::bad_json("m.tz must be a string"));
+            }
+            let mut all = profile(s, target).await?;
+            all.insert(field.to_owned(), value.clone());
+            if serde_json::to_vec(&all)?.len() > MAX_PROFILE_BYTES {
+                return Err(Error::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "M_PROFILE_TOO_LARGE",
+                    "The profile would exceed 64 KiB",
+                ));
+            }
+            s.db.set_profile_custom_field(target.as_str(), field, &value)
+                .await
+        }
+    }
 }
 
 /// Deactivates an account: leaves every room, removes tokens, devices and keys.
@@ -183,6 +304,7 @@ pub async fn deactivate(s: &Services, user_id: &UserId) -> Result<()> {
         .await?;
     s.db.set_profile_field(user_id.as_str(), ProfileField::AvatarUrl, None)
         .await?;
+    s.db.delete_profile_custom_fields(user_id.as_str()).await?;
     s.db.set_deactivated(user_id.as_str()).await?;
     Ok(())
 }

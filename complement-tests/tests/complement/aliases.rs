@@ -8,6 +8,9 @@ backend_tests!(
     unknown_alias_is_404,
     room_alias_list,
     alias_list_requires_membership,
+    foreign_alias_is_invalid_param,
+    alias_deletion_needs_creator_or_power,
+    deleting_canonical_alias_updates_state,
 );
 
 fn alias_path(alias: &str) -> String {
@@ -116,4 +119,70 @@ async fn alias_list_requires_membership(b: Backend) {
     eve.get(&format!("{V3}/rooms/{}/aliases", enc(&room)))
         .await
         .expect_err(403, "M_FORBIDDEN");
+}
+
+async fn foreign_alias_is_invalid_param(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let room = alice.create_room(json!({})).await;
+    alice
+        .put(
+            &alias_path("#elsewhere:other.example.org"),
+            &json!({"room_id": room}),
+        )
+        .await
+        .expect_err(400, "M_INVALID_PARAM");
+}
+
+async fn alias_deletion_needs_creator_or_power(b: Backend) {
+    let server = start(b).await;
+    let (alice, bob, room) = public_room_with_two(&server).await;
+    // Alice's alias: bob (joined, power 0) may not delete it.
+    let a = alias(&server, "alices");
+    alice
+        .put(&alias_path(&a), &json!({"room_id": room}))
+        .await
+        .ok();
+    bob.delete(&alias_path(&a))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    // Bob's own alias: he may delete it, and so may alice (she has the power).
+    let b1 = alias(&server, "bobs-one");
+    let b2 = alias(&server, "bobs-two");
+    for x in [&b1, &b2] {
+        bob.put(&alias_path(x), &json!({"room_id": room}))
+            .await
+            .ok();
+    }
+    bob.delete(&alias_path(&b1)).await.ok();
+    alice.delete(&alias_path(&b2)).await.ok();
+    // A user who is not in the room cannot create an alias for it.
+    let eve = server.register("eve").await;
+    let (status, body) = eve
+        .put(
+            &alias_path(&alias(&server, "eves")),
+            &json!({"room_id": room}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+}
+
+async fn deleting_canonical_alias_updates_state(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let room = alice
+        .create_room(json!({"room_alias_name": "primary"}))
+        .await;
+    let primary = alias(&server, "primary");
+    alice.delete(&alias_path(&primary)).await.ok();
+    let state = alice
+        .get(&format!("{V3}/rooms/{}/state", enc(&room)))
+        .await
+        .ok();
+    let canonical = arr(&state)
+        .into_iter()
+        .find(|e| e["type"] == "m.room.canonical_alias")
+        .map(|e| e["content"].clone())
+        .unwrap_or_default();
+    assert!(canonical.get("alias").is_none(), "{canonical}");
 }

@@ -10,6 +10,7 @@ backend_tests!(
     delete_device_requires_uia,
     delete_devices_bulk,
     devices_of_other_users_are_invisible,
+    last_seen_reflects_use,
 );
 
 async fn login_named(server: &Server, user: &Client, display_name: &str) -> Client {
@@ -184,4 +185,20 @@ async fn devices_of_other_users_are_invisible(b: Backend) {
         .await;
     let _ = resp;
     alice.whoami().await.ok();
+}
+
+async fn last_seen_reflects_use(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let other = alice.login_again().await;
+    other.whoami().await.ok();
+    let body = alice
+        .get(&format!("{V3}/devices/{}", enc(&other.device_id)))
+        .await
+        .ok();
+    assert!(
+        body["last_seen_ts"].as_i64().is_some_and(|t| t > 0),
+        "{body}"
+    );
+    assert!(body["last_seen_ip"].is_string(), "{body}");
 }

@@ -9,6 +9,10 @@ backend_tests!(
     public_rooms_pagination,
     room_directory_visibility,
     user_directory_search,
+    public_rooms_paginate_backwards,
+    public_rooms_room_type_filter,
+    visibility_change_needs_power,
+    user_directory_hides_private_strangers,
 );
 
 async fn public_rooms(c: &Client) -> Vec<Value> {
@@ -226,4 +230,145 @@ async fn user_directory_search(b: Backend) {
     );
     let body = search("zzzznotauser").await;
     assert!(arr(&body["results"]).is_empty(), "{body}");
+}
+
+async fn public_rooms_paginate_backwards(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    for i in 0..5 {
+        alice
+            .create_room(json!({"visibility": "public", "preset": "public_chat",
+                                "name": format!("Room {i}")}))
+            .await;
+    }
+    let first = alice.get(&format!("{V3}/publicRooms?limit=2")).await.ok();
+    assert!(first.get("prev_batch").is_none(), "{first}");
+    assert_eq!(first["total_room_count_estimate"], 5, "{first}");
+    let next = first["next_batch"].as_str().expect("next_batch").to_owned();
+    let second = alice
+        .get(&format!("{V3}/publicRooms?limit=2&since={}", enc(&next)))
+        .await
+        .ok();
+    let prev = second["prev_batch"]
+        .as_str()
+        .unwrap_or_else(|| panic!("second page without prev_batch: {second}"))
+        .to_owned();
+    let back = alice
+        .get(&format!("{V3}/publicRooms?limit=2&since={}", enc(&prev)))
+        .await
+        .ok();
+    assert_eq!(back["chunk"], first["chunk"], "{back}");
+    // The last page has no next_batch.
+    let next = second["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    let third = alice
+        .get(&format!("{V3}/publicRooms?limit=2&since={}", enc(&next)))
+        .await
+        .ok();
+    assert_eq!(arr(&third["chunk"]).len(), 1, "{third}");
+    assert!(third.get("next_batch").is_none(), "{third}");
+}
+
+async fn public_rooms_room_type_filter(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let space = alice
+        .create_room(
+            json!({"visibility": "public", "preset": "public_chat", "name": "Space",
+                            "creation_content": {"type": "m.space"}}),
+        )
+        .await;
+    let plain = alice
+        .create_room(json!({"visibility": "public", "preset": "public_chat", "name": "Plain"}))
+        .await;
+    let ids = |body: Value| -> Vec<String> {
+        arr(&body["chunk"])
+            .iter()
+            .filter_map(|r| r["room_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let body = alice
+        .post(
+            &format!("{V3}/publicRooms"),
+            &json!({"filter": {"room_types": ["m.space"]}}),
+        )
+        .await
+        .ok();
+    let entry = arr(&body["chunk"])
+        .into_iter()
+        .find(|r| r["room_id"] == space.as_str())
+        .unwrap_or_else(|| panic!("space not listed: {body}"));
+    assert_eq!(entry["room_type"], "m.space");
+    assert_eq!(ids(body), vec![space.clone()]);
+    let body = alice
+        .post(
+            &format!("{V3}/publicRooms"),
+            &json!({"filter": {"room_types": [null]}}),
+        )
+        .await
+        .ok();
+    assert_eq!(ids(body), vec![plain.clone()]);
+}
+
+async fn visibility_change_needs_power(b: Backend) {
+    let server = start(b).await;
+    let (alice, bob, room) = public_room_with_two(&server).await;
+    let path = format!("{V3}/directory/list/room/{}", enc(&room));
+    bob.put(&path, &json!({"visibility": "public"}))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    assert_eq!(alice.get(&path).await.ok()["visibility"], "private");
+    alice
+        .put(&path, &json!({"visibility": "public"}))
+        .await
+        .ok();
+    assert_eq!(bob.get(&path).await.ok()["visibility"], "public");
+}
+
+async fn user_directory_hides_private_strangers(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let carol = server.register("carol").await;
+    let dave = server.register("dave").await;
+    // Carol is only in a private room; dave is in a public (publicly joinable) room.
+    carol.create_room(json!({"preset": "private_chat"})).await;
+    dave.create_room(json!({"preset": "public_chat"})).await;
+    let search = |term: &str| {
+        let alice = alice.clone();
+        let term = term.to_owned();
+        async move {
+            alice
+                .post(
+                    &format!("{V3}/user_directory/search"),
+                    &json!({"search_term": term}),
+                )
+                .await
+                .ok()
+        }
+    };
+    let found =
+        |body: &Value, user: &str| arr(&body["results"]).iter().any(|r| r["user_id"] == user);
+    let body = search("carol").await;
+    assert!(!found(&body, &carol.user_id), "{body}");
+    let body = search("dave").await;
+    assert!(found(&body, &dave.user_id), "{body}");
+    // Once carol and alice share a room, carol is found.
+    let shared = carol
+        .create_room(json!({"preset": "private_chat", "invite": [alice.user_id]}))
+        .await;
+    alice.join(&shared).await;
+    let body = search("carol").await;
+    assert!(found(&body, &carol.user_id), "{body}");
+    // limit and limited.
+    let body = alice
+        .post(
+            &format!("{V3}/user_directory/search"),
+            &json!({"search_term": "localhost", "limit": 1}),
+        )
+        .await
+        .ok();
+    assert_eq!(arr(&body["results"]).len(), 1, "{body}");
+    assert_eq!(body["limited"], true, "{body}");
 }

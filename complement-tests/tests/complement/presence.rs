@@ -7,6 +7,7 @@ backend_tests!(
     presence_of_other_user_cannot_be_set,
     invalid_presence_is_400,
     presence_visible_to_room_members,
+    presence_of_strangers_is_forbidden,
 );
 
 fn status_path(user: &str) -> String {
@@ -88,4 +89,17 @@ async fn presence_visible_to_room_members(b: Backend) {
         .find(|e| e["sender"] == alice.user_id.as_str())
         .expect("presence event");
     assert_eq!(ev["content"]["status_msg"], "here");
+}
+
+async fn presence_of_strangers_is_forbidden(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    alice
+        .put(&status_path(&alice.user_id), &json!({"presence": "online"}))
+        .await
+        .ok();
+    bob.get(&status_path(&alice.user_id))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
 }

@@ -13,6 +13,11 @@ backend_tests!(
     set_rule_actions,
     unknown_rule_is_404,
     push_rules_in_sync,
+    default_rules_in_initial_sync,
+    default_rules_cannot_be_deleted_or_replaced,
+    mention_counts_as_highlight,
+    room_rule_mutes_unread_counts,
+    thread_notifications_counted_per_thread,
 );
 
 const PR: &str = "/_matrix/client/v3/pushrules";
@@ -331,4 +336,145 @@ async fn push_rules_in_sync(b: Backend) {
             })
         })
         .await;
+}
+
+async fn default_rules_in_initial_sync(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let sync = alice.sync(None, 0).await;
+    let rules = arr(&sync["account_data"]["events"])
+        .into_iter()
+        .find(|e| e["type"] == "m.push_rules")
+        .unwrap_or_else(|| panic!("no m.push_rules in initial sync: {sync}"));
+    assert_eq!(
+        ids(&rules["content"]["global"]["override"])
+            .first()
+            .map(String::as_str),
+        Some(".m.rule.master"),
+        "{rules}"
+    );
+}
+
+async fn default_rules_cannot_be_deleted_or_replaced(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let (status, body) = alice
+        .delete(&format!("{PR}/global/override/.m.rule.master"))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = alice
+        .put(
+            &format!("{PR}/global/underride/.m.rule.message"),
+            &json!({"conditions": [], "actions": []}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    // An unknown kind is a client error too.
+    let (status, body) = alice.get(&format!("{PR}/global/nonsense/x")).await;
+    assert!(status == 400 || status == 404, "{status} {body}");
+    // Still there, unchanged.
+    let rule = alice
+        .get(&format!("{PR}/global/underride/.m.rule.message"))
+        .await
+        .ok();
+    assert!(arr(&rule["actions"]).contains(&json!("notify")), "{rule}");
+}
+
+fn counts(s: &Value, room: &str) -> Option<(u64, u64)> {
+    let n = &s["rooms"]["join"][room]["unread_notifications"];
+    Some((
+        n["notification_count"].as_u64()?,
+        n["highlight_count"].as_u64()?,
+    ))
+}
+
+async fn mention_counts_as_highlight(b: Backend) {
+    let server = start(b).await;
+    let (alice, bob, room) = public_room_with_two(&server).await;
+    let since = bob.sync_token().await;
+    alice.send_text(&room, "hello").await;
+    alice
+        .send_event(
+            &room,
+            "m.room.message",
+            &json!({"msgtype": "m.text", "body": "hey bob",
+                    "m.mentions": {"user_ids": [bob.user_id]}}),
+        )
+        .await;
+    let sync = bob
+        .sync_until(Some(&since), |s| {
+            counts(s, &room).is_some_and(|(n, _)| n >= 2)
+        })
+        .await;
+    assert_eq!(counts(&sync, &room), Some((2, 1)), "{sync}");
+}
+
+async fn room_rule_mutes_unread_counts(b: Backend) {
+    let server = start(b).await;
+    let (alice, bob, room) = public_room_with_two(&server).await;
+    bob.put(
+        &format!("{PR}/global/room/{}", enc(&room)),
+        &json!({"actions": []}),
+    )
+    .await
+    .ok();
+    let since = bob.sync_token().await;
+    alice.send_text(&room, "muted 1").await;
+    alice.send_text(&room, "muted 2").await;
+    let sync = bob
+        .sync_until(Some(&since), |s| {
+            timeline(s, &room)
+                .iter()
+                .any(|e| e["content"]["body"] == "muted 2")
+        })
+        .await;
+    assert_eq!(counts(&sync, &room), Some((0, 0)), "{sync}");
+}
+
+async fn thread_notifications_counted_per_thread(b: Backend) {
+    let server = start(b).await;
+    let (alice, bob, room) = public_room_with_two(&server).await;
+    let since = bob.sync_token().await;
+    let root = alice.send_text(&room, "root").await;
+    alice
+        .send_event(
+            &room,
+            "m.room.message",
+            &json!({"msgtype": "m.text", "body": "in thread",
+                    "m.relates_to": {"rel_type": "m.thread", "event_id": root}}),
+        )
+        .await;
+    let filter = json!({"room": {"timeline": {"unread_thread_notifications": true}}}).to_string();
+    let thread = |s: &Value| {
+        s["rooms"]["join"][room.as_str()]["unread_thread_notifications"][root.as_str()]
+            ["notification_count"]
+            .as_u64()
+    };
+    let sync = bob
+        .sync_until_filtered(Some(&since), Some(&filter), |s| thread(s) == Some(1))
+        .await;
+    assert_eq!(counts(&sync, &room), Some((1, 0)), "{sync}");
+    // Without the filter flag, thread events count in the room.
+    let sync = bob
+        .sync_until(Some(&since), |s| {
+            counts(s, &room).is_some_and(|(n, _)| n >= 2)
+        })
+        .await;
+    assert_eq!(counts(&sync, &room), Some((2, 0)), "{sync}");
+    // A threaded receipt in the thread clears only the thread.
+    let reply = timeline(&sync, &room)
+        .into_iter()
+        .find(|e| e["content"]["body"] == "in thread")
+        .and_then(|e| e["event_id"].as_str().map(str::to_owned))
+        .expect("thread reply in timeline");
+    bob.post(
+        &format!("{V3}/rooms/{}/receipt/m.read/{}", enc(&room), enc(&reply)),
+        &json!({"thread_id": root}),
+    )
+    .await
+    .ok();
+    bob.sync_until(Some(&next_batch(&sync)), |s| {
+        counts(s, &room) == Some((1, 0))
+    })
+    .await;
 }

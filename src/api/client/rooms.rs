@@ -20,6 +20,7 @@ use crate::{
     rooms::{
         self, ClientTxn, NewEvent, Pdu,
         create::{CreateRoom, Preset},
+        relations::bundle_aggregations,
         visibility::{can_read_room, filter_visible},
     },
     services::{AppState, Services},
@@ -280,7 +281,10 @@ async fn get_event(
         .into_iter()
         .next()
         .ok_or_else(|| Error::not_found("Event not found"))?;
-    Ok(Json(pdu.to_client(None)))
+    let mut ev = [pdu.to_client(None)];
+    bundle_aggregations(&s.db, a.user_id.as_str(), &mut ev).await?;
+    let [ev] = ev;
+    Ok(Json(ev))
 }
 
 async fn redact(State(s): State<AppState>, req: Ruma<redact_event::v3::Request>) -> JsonResult {
@@ -413,9 +417,11 @@ async fn messages(
     } else {
         Vec::new()
     };
+    let mut chunk_json: Vec<Value> = chunk.iter().map(|p| p.to_client(None)).collect();
+    bundle_aggregations(&s.db, a.user_id.as_str(), &mut chunk_json).await?;
     let mut resp = json!({
         "start": req.body.from.clone().unwrap_or_else(|| token::position_token(from)),
-        "chunk": chunk.iter().map(|p| p.to_client(None)).collect::<Vec<_>>(),
+        "chunk": chunk_json,
     });
     if let Some(end) = end {
         resp["end"] = json!(token::position_token(end));
@@ -492,12 +498,21 @@ async fn context(State(s): State<AppState>, req: Ruma<get_context::v3::Request>)
                 || p.state_key.as_ref().is_some_and(|k| senders.contains(k))
         });
     }
+    // One batched bundling pass over the event and both sides.
+    let mut evs: Vec<Value> = std::iter::once(&event)
+        .chain(&before)
+        .chain(&after)
+        .map(|p| p.to_client(None))
+        .collect();
+    bundle_aggregations(&s.db, a.user_id.as_str(), &mut evs).await?;
+    let events_after = evs.split_off(1 + before.len());
+    let events_before = evs.split_off(1);
     Ok(Json(json!({
         "start": token::position_token(start),
         "end": token::position_token(end),
-        "event": event.to_client(None),
-        "events_before": before.iter().map(|p| p.to_client(None)).collect::<Vec<_>>(),
-        "events_after": after.iter().map(|p| p.to_client(None)).collect::<Vec<_>>(),
+        "event": evs.pop().unwrap_or(Value::Null),
+        "events_before": events_before,
+        "events_after": events_after,
         "state": state.iter().map(|p| p.to_client(None)).collect::<Vec<_>>(),
     })))
 }
