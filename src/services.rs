@@ -16,7 +16,9 @@ use crate::{
 pub struct Services {
     pub config: Config,
     pub db: Db,
-    pub key: ServerSigningKey,
+    pub key: Arc<ServerSigningKey>,
+    /// Present when federation is enabled.
+    pub federation: Option<crate::federation::Federation>,
     pub room_locks: RoomLocks,
     pub notifier: Arc<Notifier>,
     pub writer: EventWriter,
@@ -36,15 +38,35 @@ impl Services {
                 config.data_dir.display()
             ))
         })?;
-        let key = ServerSigningKey::load_or_generate(&config.data_dir.join("signing.key"))
-            .map_err(Error::internal)?;
+        let key = Arc::new(
+            ServerSigningKey::load_or_generate(&config.data_dir.join("signing.key"))
+                .map_err(Error::internal)?,
+        );
         let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
         let notifier = Arc::new(Notifier::new(db.stream_position()));
-        let writer = EventWriter::start(db.clone(), notifier.clone(), None);
+        let federation = crate::federation::service::start(&config, &db, key.clone())?;
+        let writer = EventWriter::start(
+            db.clone(),
+            notifier.clone(),
+            federation.as_ref().map(|f| {
+                let sender = f.sender.clone();
+                crate::rooms::writer::Outbound {
+                    server_name: config.server_name.to_string(),
+                    wake: Arc::new(move |servers: &[String]| {
+                        for server in servers {
+                            if let Ok(name) = ruma::ServerName::parse(server) {
+                                sender.notify(&name);
+                            }
+                        }
+                    }),
+                }
+            }),
+        );
         Ok(Arc::new(Services {
             config,
             db,
             key,
+            federation,
             room_locks: RoomLocks::default(),
             notifier,
             writer,
@@ -53,6 +75,13 @@ impl Services {
             device_activity: Default::default(),
             admin_nonces: Default::default(),
         }))
+    }
+
+    /// The federation services, or a Matrix error when federation is switched off.
+    pub fn federation(&self) -> Result<&crate::federation::Federation> {
+        self.federation.as_ref().ok_or_else(|| {
+            Error::forbidden("Federation is disabled on this server")
+        })
     }
 
     pub fn server_name(&self) -> &str {

@@ -680,7 +680,33 @@ impl Client {
         filter: Option<&str>,
         pred: F,
     ) -> Vec<Value> {
-        let deadline = Instant::now() + SYNC_DEADLINE;
+        self.sync_collect_until_within(since, filter, SYNC_DEADLINE, pred)
+            .await
+    }
+
+    /// [`Client::sync_until`] with another bound than [`SYNC_DEADLINE`] (federation tests,
+    /// where delivery crosses two servers).
+    pub async fn sync_until_within<F: Fn(&Value) -> bool>(
+        &self,
+        since: Option<&str>,
+        within: Duration,
+        pred: F,
+    ) -> Value {
+        let mut all = self
+            .sync_collect_until_within(since, None, within, pred)
+            .await;
+        all.pop().expect("at least one sync response")
+    }
+
+    /// [`Client::sync_collect_until`] bounded by `within` instead of [`SYNC_DEADLINE`].
+    pub async fn sync_collect_until_within<F: Fn(&Value) -> bool>(
+        &self,
+        since: Option<&str>,
+        filter: Option<&str>,
+        within: Duration,
+        pred: F,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + within;
         let mut since = since.map(str::to_owned);
         let mut seen = Vec::new();
         loop {
@@ -695,7 +721,7 @@ impl Client {
             if Instant::now() >= deadline {
                 let last = seen.last().cloned().unwrap_or_default();
                 panic!(
-                    "condition not met in /sync for {} within {SYNC_DEADLINE:?}; last response: {last}",
+                    "condition not met in /sync for {} within {within:?}; last response: {last}",
                     self.user_id
                 );
             }
@@ -709,6 +735,17 @@ pub fn next_batch(sync: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no next_batch in {sync}"))
         .to_owned()
+}
+
+/// Reads a reqwest response into `(status, json)` (non-JSON bodies become a JSON string).
+/// Panics on transport errors while reading the body.
+pub async fn into_resp(resp: reqwest::Response) -> Resp {
+    let status = resp.status().as_u16();
+    let text = resp
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("reading response body: {e}"));
+    (status, parse_body(&text))
 }
 
 fn parse_body(text: &str) -> Value {

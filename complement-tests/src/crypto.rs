@@ -190,7 +190,14 @@ pub fn registration_mac(
 
 /// Decodes Matrix base64 (standard alphabet, padding optional). `None` when invalid.
 pub fn unb64(s: &str) -> Option<Vec<u8>> {
-    STANDARD_NO_PAD.decode(s.trim_end_matches('=')).ok()
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    LENIENT.decode(s).ok()
 }
 
 /// Unpadded URL-safe base64, as room versions 4+ use for event ids.
@@ -219,7 +226,8 @@ pub fn verify_json(public_b64: &str, object: &Value, sig_b64: &str) -> bool {
         map.remove("signatures");
         map.remove("unsigned");
     }
-    key.verify(canonical_json(&stripped).as_bytes(), &sig).is_ok()
+    key.verify(canonical_json(&stripped).as_bytes(), &sig)
+        .is_ok()
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -521,5 +529,42 @@ mod tests {
             .as_str()
             .expect("key sig");
         assert!(verify_json(&key.key.public_b64(), &resp, ksig));
+    }
+
+    #[test]
+    fn event_ids_match_synapse() {
+        // Reference ids computed with Synapse 1.163's make_event_from_dict(.., room v12).
+        let cases = [
+            (
+                "m.room.message",
+                None,
+                json!({"msgtype": "m.text", "body": "hi"}),
+                "$Cc6zCyUlqjovqBO2WHifXxQA_iqsayf5cjzIYb1OoCo",
+            ),
+            (
+                "m.room.member",
+                Some("@u:h"),
+                json!({"membership": "join", "displayname": "x"}),
+                "$1Pwde-pfP1m-CepLBPYGi7YV87ET4xup_CCajGByRBY",
+            ),
+            (
+                "m.room.power_levels",
+                Some(""),
+                json!({"users": {"@u:h": 100}, "ban": 50, "notifications": {"room": 1}}),
+                "$lsnQHCDR-yRRhgoC_yVseyQNjNjwcGB9ZVzunOrq3_g",
+            ),
+        ];
+        for (t, state_key, content, expected) in cases {
+            let mut e = json!({
+                "type": t, "room_id": "!r:h", "sender": "@u:h", "content": content, "depth": 5,
+                "prev_events": ["$p"], "auth_events": ["$a"], "origin_server_ts": 1,
+                "hashes": {"sha256": "abc"}, "signatures": {}, "unsigned": {"age": 1},
+                "origin": "h",
+            });
+            if let Some(k) = state_key {
+                e["state_key"] = json!(k);
+            }
+            assert_eq!(event_id(&e), expected, "{t}");
+        }
     }
 }

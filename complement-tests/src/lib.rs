@@ -8,15 +8,29 @@
 //! * [`Server`] starts, restarts, SIGKILLs and cleans up a server process.
 //! * [`Client`] is a thin Matrix client (registration with user-interactive auth, login, rooms,
 //!   messages, `/sync` with bounded wait-for-condition helpers).
-//! * [`crypto`] holds the canonical-JSON and ed25519 helpers used by the end-to-end key tests.
+//! * [`crypto`] holds the canonical-JSON and ed25519 helpers used by the end-to-end key tests,
+//!   and federation signing (server keys, X-Matrix headers, PDU hashes, event ids).
+//! * [`tls`] makes a throwaway CA and per-node leaf certificates for federation tests;
+//!   [`ServerOptions::federation`] starts a node as `127.0.0.x:FEDPORT` with TLS federation.
+//! * [`synapse`] runs Synapse (from PyPI, in `target/synapse-venv`) as a federation peer.
+//! * [`fake`] is a minimal in-test homeserver (serves its keys, signs requests and PDUs) for
+//!   sending forged or hand-made federation traffic.
 //! * [`RespExt`] turns `(status, json)` pairs into assertions with useful failure messages.
 
 pub mod client;
 pub mod crypto;
+pub mod fake;
 pub mod server;
+pub mod synapse;
+pub mod tls;
 
 pub use client::{Client, Resp, RespExt, V1, V3, next_batch};
-pub use server::{Backend, Server, ServerOptions, backends};
+pub use fake::FakeServer;
+pub use server::{
+    Backend, FederationOptions, Server, ServerOptions, backends, free_port_on, next_loopback_ip,
+};
+pub use synapse::Synapse;
+pub use tls::TestCa;
 
 use serde_json::Value;
 

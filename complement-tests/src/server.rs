@@ -2,12 +2,14 @@
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::client::Client;
+use crate::tls::{TestCa, TlsFiles};
 
 /// Environment variable holding the PostgreSQL base URL (e.g. `postgres://postgres@127.0.0.1:5432`).
 pub const POSTGRES_ENV: &str = "GANGLION_TEST_POSTGRES";
@@ -76,6 +78,29 @@ pub struct ServerOptions {
     /// Raw TOML appended verbatim to the end of the config. Start it with a `[table]` header,
     /// otherwise its keys land in whatever table came last.
     pub extra_toml: String,
+    /// Federation settings. `None` (the default): no federation, server name `localhost:PORT`,
+    /// client API on 127.0.0.1. `Some`: the node runs on its own loopback address, e.g. server
+    /// name `127.0.0.11:FEDPORT`, client API on `http://127.0.0.11:CLIENTPORT` and an HTTPS
+    /// federation listener on `127.0.0.11:FEDPORT` with a leaf of the test CA.
+    pub federation: Option<FederationOptions>,
+}
+
+/// Settings for a federating node (`[federation]` in the config). The harness always sets
+/// `enabled = true`, `listen`, `tls_cert`/`tls_key` (a leaf of [`TestCa::shared`] for the node's
+/// IP), `ca_file` (the test CA) and `allow_private_networks = true`.
+#[derive(Clone, Debug, Default)]
+pub struct FederationOptions {
+    /// The loopback address to run on; `None` takes the next one of the harness's pool
+    /// (127.0.0.11, .12, ... see [`next_loopback_ip`]).
+    pub ip: Option<Ipv4Addr>,
+    /// `[federation] allowed_servers` (empty: everyone).
+    pub allowed_servers: Vec<String>,
+    /// `[federation] denied_servers`.
+    pub denied_servers: Vec<String>,
+    /// `[federation] trusted_key_servers` (server names of notaries).
+    pub trusted_key_servers: Vec<String>,
+    /// Raw TOML lines added inside the `[federation]` table.
+    pub extra_toml: String,
 }
 
 impl Default for ServerOptions {
@@ -87,6 +112,7 @@ impl Default for ServerOptions {
             tokens: Vec::new(),
             default_room_version: None,
             extra_toml: String::new(),
+            federation: None,
         }
     }
 }
@@ -100,9 +126,17 @@ pub struct Server {
     opts: ServerOptions,
     dir: tempfile::TempDir,
     port: u16,
-    /// The Matrix server name, `localhost:PORT`.
+    /// The address both listeners bind (127.0.0.1 without federation).
+    ip: IpAddr,
+    /// The federation listener's port (federating nodes only).
+    fed_port: Option<u16>,
+    /// TLS files of a federating node.
+    tls: Option<TlsFiles>,
+    /// HTTPS client trusting the test CA (federating nodes only).
+    fed_http: Option<reqwest::Client>,
+    /// The Matrix server name: `localhost:PORT`, or `IP:FEDPORT` for a federating node.
     pub server_name: String,
-    /// The client API base URL, `http://127.0.0.1:PORT`.
+    /// The client API base URL, `http://127.0.0.1:PORT` (`http://IP:PORT` when federating).
     pub base_url: String,
     child: Option<Child>,
     /// Name of the PostgreSQL database created for this server.
@@ -155,6 +189,10 @@ impl Server {
             opts,
             dir,
             port: 0,
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            fed_port: None,
+            tls: None,
+            fed_http: None,
             server_name: String::new(),
             base_url: String::new(),
             child: None,
@@ -165,11 +203,26 @@ impl Server {
 
         // A port picked by binding to :0 can in rare cases be grabbed by someone else before the
         // server binds it; retry with a fresh port when the process dies before becoming ready.
+        if let Some(fed) = server.opts.federation.clone() {
+            let ip = fed.ip.unwrap_or_else(next_loopback_ip);
+            server.ip = IpAddr::V4(ip);
+            let ca = TestCa::shared();
+            server.tls = Some(ca.write_node_files(&server.dir.path().join("tls"), server.ip));
+            server.fed_http = Some(ca.http_client());
+        }
+
         let mut last_error = String::new();
         for _attempt in 0..3 {
-            server.port = free_port();
-            server.server_name = format!("localhost:{}", server.port);
-            server.base_url = format!("http://127.0.0.1:{}", server.port);
+            server.port = free_port_on(server.ip);
+            if server.tls.is_some() {
+                let fed_port = free_port_on(server.ip);
+                server.fed_port = Some(fed_port);
+                server.server_name = format!("{}:{fed_port}", server.ip);
+                server.base_url = format!("http://{}:{}", server.ip, server.port);
+            } else {
+                server.server_name = format!("localhost:{}", server.port);
+                server.base_url = format!("http://127.0.0.1:{}", server.port);
+            }
             server.write_config();
             match server.spawn_and_wait().await {
                 Ok(()) => return server,
@@ -201,6 +254,67 @@ impl Server {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The loopback address the node's listeners bind.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// Whether this node was started with federation settings.
+    pub fn federates(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The federation listener's port. Panics unless the node federates.
+    pub fn fed_port(&self) -> u16 {
+        self.fed_port
+            .unwrap_or_else(|| panic!("{} was started without federation", self.server_name))
+    }
+
+    /// The federation base URL, `https://IP:FEDPORT`. Panics unless the node federates.
+    pub fn fed_url(&self) -> String {
+        format!("https://{}:{}", self.ip, self.fed_port())
+    }
+
+    /// The node's TLS files (CA, leaf, key). Panics unless the node federates.
+    pub fn tls_files(&self) -> &TlsFiles {
+        self.tls
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} was started without federation", self.server_name))
+    }
+
+    /// An HTTPS client that trusts the test CA, for requests to federation listeners.
+    pub fn fed_http(&self) -> reqwest::Client {
+        self.fed_http
+            .clone()
+            .unwrap_or_else(|| TestCa::shared().http_client())
+    }
+
+    /// Unauthenticated `GET` on the federation listener (e.g. `/_matrix/key/v2/server`).
+    /// Panics on transport errors.
+    pub async fn fed_get(&self, path: &str) -> crate::Resp {
+        let url = format!("{}{path}", self.fed_url());
+        let resp = self
+            .fed_http()
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: transport error: {e}"));
+        crate::client::into_resp(resp).await
+    }
+
+    /// Unauthenticated `POST` of JSON on the federation listener (e.g. `/_matrix/key/v2/query`).
+    pub async fn fed_post(&self, path: &str, body: &serde_json::Value) -> crate::Resp {
+        let url = format!("{}{path}", self.fed_url());
+        let resp = self
+            .fed_http()
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: transport error: {e}"));
+        crate::client::into_resp(resp).await
     }
 
     pub fn dir(&self) -> &Path {
@@ -265,7 +379,7 @@ impl Server {
         cfg.push_str("\n[client]\n");
         cfg.push_str(&format!(
             "listen = {}\n",
-            toml_str(&format!("127.0.0.1:{}", self.port))
+            toml_str(&format!("{}:{}", self.ip, self.port))
         ));
         cfg.push_str("\n[database]\n");
         cfg.push_str(&format!("url = {}\n", toml_str(&self.database_url())));
@@ -280,6 +394,38 @@ impl Server {
         if let Some(v) = &self.opts.default_room_version {
             cfg.push_str("\n[rooms]\n");
             cfg.push_str(&format!("default_version = {}\n", toml_str(v)));
+        }
+        if let (Some(fed), Some(tls), Some(fed_port)) =
+            (&self.opts.federation, &self.tls, self.fed_port)
+        {
+            let list = |v: &[String]| {
+                let items: Vec<String> = v.iter().map(|t| toml_str(t)).collect();
+                format!("[{}]", items.join(", "))
+            };
+            let path = |p: &Path| toml_str(&p.display().to_string());
+            cfg.push_str("\n[federation]\n");
+            cfg.push_str("enabled = true\n");
+            cfg.push_str(&format!(
+                "listen = {}\n",
+                toml_str(&format!("{}:{fed_port}", self.ip))
+            ));
+            cfg.push_str(&format!("tls_cert = {}\n", path(&tls.cert)));
+            cfg.push_str(&format!("tls_key = {}\n", path(&tls.key)));
+            cfg.push_str(&format!("ca_file = {}\n", path(&tls.ca)));
+            cfg.push_str("allow_private_networks = true\n");
+            cfg.push_str(&format!(
+                "allowed_servers = {}\n",
+                list(&fed.allowed_servers)
+            ));
+            cfg.push_str(&format!("denied_servers = {}\n", list(&fed.denied_servers)));
+            cfg.push_str(&format!(
+                "trusted_key_servers = {}\n",
+                list(&fed.trusted_key_servers)
+            ));
+            if !fed.extra_toml.is_empty() {
+                cfg.push_str(&fed.extra_toml);
+                cfg.push('\n');
+            }
         }
         if !self.opts.extra_toml.is_empty() {
             cfg.push('\n');
@@ -334,6 +480,7 @@ impl Server {
                 .send()
                 .await
                 && resp.status().as_u16() == 200
+                && self.federation_ready().await
             {
                 return Ok(());
             }
@@ -345,6 +492,20 @@ impl Server {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// For a federating node: whether the federation listener completes a TLS handshake with
+    /// the test CA and answers HTTP (any status). Always true for other nodes.
+    async fn federation_ready(&self) -> bool {
+        let (Some(http), Some(port)) = (&self.fed_http, self.fed_port) else {
+            return true;
+        };
+        let url = format!("https://{}:{port}/_matrix/federation/v1/version", self.ip);
+        http.get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok()
     }
 
     /// Starts the process again (same config, same port, same data) after `stop` or `kill9`.
@@ -436,10 +597,20 @@ enum StartError {
     Timeout(String),
 }
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+/// A port on `ip` that was free a moment ago (found by binding port 0).
+pub fn free_port_on(ip: IpAddr) -> u16 {
+    let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
     listener.local_addr().expect("local addr").port()
+}
+
+/// The next loopback address for a federating node: 127.0.0.11, .12, ... .250, then around
+/// again. Linux routes all of 127.0.0.0/8 to `lo`, so these bind without set-up. Nodes of one
+/// test get distinct addresses; ports are still picked by binding port 0, so wrapping around
+/// (or another test process) never makes two listeners collide.
+pub fn next_loopback_ip() -> Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 240;
+    Ipv4Addr::new(127, 0, 0, 11 + n as u8)
 }
 
 fn toml_str(s: &str) -> String {

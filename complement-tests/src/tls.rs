@@ -143,9 +143,8 @@ impl TestCa {
 
     /// A rustls server config serving `leaf` (HTTP/1.1 only), for in-test fake servers.
     pub fn rustls_server_config(&self, leaf: &Leaf) -> rustls::ServerConfig {
-        let certs = vec![
-            CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).expect("parse leaf PEM"),
-        ];
+        let certs =
+            vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).expect("parse leaf PEM")];
         let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("parse key PEM");
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -233,7 +232,11 @@ mod tests {
                 .args(args)
                 .output()
                 .expect("run openssl");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             out.stdout
         };
         let cert = files.cert.display().to_string();
@@ -250,8 +253,7 @@ mod tests {
         let ca = TestCa::new();
         let ip: IpAddr = "127.0.0.11".parse().expect("ip");
         let leaf = ca.leaf(ip);
-        let acceptor =
-            tokio_rustls::TlsAcceptor::from(Arc::new(ca.rustls_server_config(&leaf)));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(ca.rustls_server_config(&leaf)));
         let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         tokio::spawn(async move {

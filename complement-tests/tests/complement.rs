@@ -107,6 +107,8 @@ mod filters;
 mod keys;
 #[path = "complement/login.rs"]
 mod login;
+#[path = "complement/media.rs"]
+mod media;
 #[path = "complement/membership.rs"]
 mod membership;
 #[path = "complement/messages.rs"]

@@ -237,7 +237,11 @@ pub fn cache_control_max_age(value: &str) -> Option<Duration> {
             return Some(Duration::ZERO);
         }
         if let Some(secs) = directive.strip_prefix("max-age=") {
-            max_age = secs.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+            max_age = secs
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
         }
     }
     max_age
@@ -605,18 +609,28 @@ pub(crate) mod tests {
         net.well_known.insert("e.org".into(), wk("fed.e.org"));
         net.srv.insert(
             "_matrix-fed._tcp.fed.c.org".into(),
-            vec![srv(10, 0, 443, "backup.c.org."), srv(0, 5, 8443, "main.c.org")],
+            vec![
+                srv(10, 0, 443, "backup.c.org."),
+                srv(0, 5, 8443, "main.c.org"),
+            ],
         );
-        net.srv
-            .insert("_matrix._tcp.fed.d.org".into(), vec![srv(0, 0, 9000, "old.d.org")]);
-        net.ips.insert("main.c.org".into(), vec!["192.0.2.1".parse().unwrap()]);
-        net.ips.insert("backup.c.org".into(), vec!["192.0.2.2".parse().unwrap()]);
+        net.srv.insert(
+            "_matrix._tcp.fed.d.org".into(),
+            vec![srv(0, 0, 9000, "old.d.org")],
+        );
+        net.ips
+            .insert("main.c.org".into(), vec!["192.0.2.1".parse().unwrap()]);
+        net.ips
+            .insert("backup.c.org".into(), vec!["192.0.2.2".parse().unwrap()]);
         let (r, net) = resolver(net);
 
         let t = r.target(&sn("a.org")).await.unwrap();
         assert_eq!(t.step, ResolutionStep::WellKnownIp);
         assert_eq!(t.host_header, "10.0.0.1");
-        assert_eq!(t.candidates, vec![(Host::Ip("10.0.0.1".parse().unwrap()), 8448)]);
+        assert_eq!(
+            t.candidates,
+            vec![(Host::Ip("10.0.0.1".parse().unwrap()), 8448)]
+        );
 
         let t = r.target(&sn("b.org")).await.unwrap();
         assert_eq!(t.step, ResolutionStep::WellKnownExplicitPort);
@@ -629,9 +643,15 @@ pub(crate) mod tests {
         assert_eq!(d.tls_name, "fed.c.org");
         assert_eq!(
             d.addrs,
-            vec!["192.0.2.1:8443".parse().unwrap(), "192.0.2.2:443".parse().unwrap()]
+            vec![
+                "192.0.2.1:8443".parse().unwrap(),
+                "192.0.2.2:443".parse().unwrap()
+            ]
         );
-        assert_eq!(d.base_url, "https://fed.c.org", "ports differ: none in the URL");
+        assert_eq!(
+            d.base_url, "https://fed.c.org",
+            "ports differ: none in the URL"
+        );
 
         let t = r.target(&sn("d.org")).await.unwrap();
         assert_eq!(t.step, ResolutionStep::WellKnownLegacySrv);
@@ -660,16 +680,21 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn without_well_known_srv_then_8448() {
         let mut net = FakeNet::default();
-        net.srv
-            .insert("_matrix-fed._tcp.s.org".into(), vec![srv(0, 0, 443, "x.s.org")]);
-        net.srv
-            .insert("_matrix._tcp.l.org".into(), vec![srv(0, 0, 8000, "y.l.org")]);
+        net.srv.insert(
+            "_matrix-fed._tcp.s.org".into(),
+            vec![srv(0, 0, 443, "x.s.org")],
+        );
+        net.srv.insert(
+            "_matrix._tcp.l.org".into(),
+            vec![srv(0, 0, 8000, "y.l.org")],
+        );
         // "." means no service: fall through to 8448.
         net.srv
             .insert("_matrix-fed._tcp.n.org".into(), vec![srv(0, 0, 0, ".")]);
         // An invalid m.server is treated as no well-known.
         net.well_known.insert("n.org".into(), wk("not a name!"));
-        net.ips.insert("x.s.org".into(), vec!["192.0.2.9".parse().unwrap()]);
+        net.ips
+            .insert("x.s.org".into(), vec!["192.0.2.9".parse().unwrap()]);
         let (r, _) = resolver(net);
 
         let d = r.resolve(&sn("s.org")).await.unwrap();
@@ -722,7 +747,10 @@ pub(crate) mod tests {
             well_known_ttl(&ok(Some(Duration::from_secs(7 * 86400))), true),
             WELL_KNOWN_MAX_TTL
         );
-        assert_eq!(well_known_ttl(&ok(Some(Duration::ZERO)), true), WELL_KNOWN_MIN_TTL);
+        assert_eq!(
+            well_known_ttl(&ok(Some(Duration::ZERO)), true),
+            WELL_KNOWN_MIN_TTL
+        );
         assert_eq!(well_known_ttl(&ok(None), false), WELL_KNOWN_ERROR_TTL);
         let err = WellKnown {
             result: Err("timeout".into()),

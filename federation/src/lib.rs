@@ -19,8 +19,10 @@
 //!   [`keyring::KeyStore`] the server implements) and our own `/_matrix/key/v2/*` answers.
 //! - [`error`]: the error types of the modules above.
 
+pub mod client;
 pub mod discovery;
 pub mod error;
+pub mod keyring;
 pub mod keys;
 pub mod tls;
 pub mod pdu;
@@ -28,4 +30,7 @@ pub mod pdu_checks;
 pub mod sender;
 pub mod request_auth;
 
+pub use client::{FederationClient, FederationConfig};
+pub use error::{FederationError, KeyringError, RequestAuthError};
 pub use keys::{KeyError, ServerSigningKey};
+pub use keyring::{KeyStore, Keyring, KeyringConfig, StoredKey};

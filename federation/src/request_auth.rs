@@ -60,13 +60,13 @@ pub fn sign_request<B: AsRef<[u8]>>(
             "request URI has no path".into(),
         ));
     }
-    let input =
-        XMatrixSigningInput::new(origin.to_owned(), destination.to_owned(), key.key_pair());
+    let input = XMatrixSigningInput::new(origin.to_owned(), destination.to_owned(), key.key_pair());
     let xmatrix = XMatrix::sign_http_request(request, input)
         .map_err(|e| RequestAuthError::BadBody(e.to_string()))?;
-    request
-        .headers_mut()
-        .insert(http::header::AUTHORIZATION, http::HeaderValue::from(&xmatrix));
+    request.headers_mut().insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from(&xmatrix),
+    );
     Ok(())
 }
 
@@ -116,7 +116,9 @@ pub async fn verify_request<B: AsRef<[u8]>>(
         if let Some(destination) = &credential.destination
             && destination != our_name
         {
-            return Err(RequestAuthError::DestinationMismatch(destination.to_string()));
+            return Err(RequestAuthError::DestinationMismatch(
+                destination.to_string(),
+            ));
         }
         let key = match keys.verify_key(&origin, &credential.key).await {
             Ok(Some(key)) => key,
@@ -163,7 +165,10 @@ pub(crate) mod tests {
         ServerSigningKey::parse(&format!("ed25519 {version} {seed}")).expect("test key")
     }
 
-    pub(crate) fn key_map(server: &str, key: &ServerSigningKey) -> BTreeMap<String, BTreeMap<String, Base64>> {
+    pub(crate) fn key_map(
+        server: &str,
+        key: &ServerSigningKey,
+    ) -> BTreeMap<String, BTreeMap<String, Base64>> {
         let public = Base64::parse(key.public_key_base64()).expect("b64");
         BTreeMap::from([(
             server.to_owned(),
@@ -184,7 +189,10 @@ pub(crate) mod tests {
     }
 
     /// Moves the signed request's Authorization header onto another request.
-    fn with_auth_of(signed: &http::Request<Vec<u8>>, mut other: http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
+    fn with_auth_of(
+        signed: &http::Request<Vec<u8>>,
+        mut other: http::Request<Vec<u8>>,
+    ) -> http::Request<Vec<u8>> {
         for v in signed.headers().get_all(http::header::AUTHORIZATION) {
             other
                 .headers_mut()
@@ -215,7 +223,9 @@ pub(crate) mod tests {
                 r#"{ "edus": [], "pdus": [] }"#,
             ),
         );
-        let origin = verify_request(&inbound, &sn("dest.org"), &keys).await.unwrap();
+        let origin = verify_request(&inbound, &sn("dest.org"), &keys)
+            .await
+            .unwrap();
         assert_eq!(origin, "origin.org");
 
         // GET without body.
@@ -231,18 +241,31 @@ pub(crate) mod tests {
         let mut req = request("POST", "/_matrix/federation/v1/x", r#"{"a":1}"#);
         sign_request(&mut req, &sn("origin.org"), &sn("dest.org"), &key).unwrap();
 
-        let wrong_body = with_auth_of(&req, request("POST", "/_matrix/federation/v1/x", r#"{"a":2}"#));
+        let wrong_body = with_auth_of(
+            &req,
+            request("POST", "/_matrix/federation/v1/x", r#"{"a":2}"#),
+        );
         assert!(matches!(
             verify_request(&wrong_body, &sn("dest.org"), &keys).await,
             Err(RequestAuthError::BadSignature { .. })
         ));
-        let wrong_uri = with_auth_of(&req, request("POST", "/_matrix/federation/v1/y", r#"{"a":1}"#));
+        let wrong_uri = with_auth_of(
+            &req,
+            request("POST", "/_matrix/federation/v1/y", r#"{"a":1}"#),
+        );
         assert!(matches!(
             verify_request(&wrong_uri, &sn("dest.org"), &keys).await,
             Err(RequestAuthError::BadSignature { .. })
         ));
-        let wrong_method = with_auth_of(&req, request("PUT", "/_matrix/federation/v1/x", r#"{"a":1}"#));
-        assert!(verify_request(&wrong_method, &sn("dest.org"), &keys).await.is_err());
+        let wrong_method = with_auth_of(
+            &req,
+            request("PUT", "/_matrix/federation/v1/x", r#"{"a":1}"#),
+        );
+        assert!(
+            verify_request(&wrong_method, &sn("dest.org"), &keys)
+                .await
+                .is_err()
+        );
         assert!(matches!(
             verify_request(&req, &sn("other.org"), &keys).await,
             Err(RequestAuthError::DestinationMismatch(_))
@@ -255,7 +278,12 @@ pub(crate) mod tests {
         ));
         // Unknown key id / unknown origin.
         assert!(matches!(
-            verify_request(&req, &sn("dest.org"), &key_map("origin.org", &test_key(2, "other"))).await,
+            verify_request(
+                &req,
+                &sn("dest.org"),
+                &key_map("origin.org", &test_key(2, "other"))
+            )
+            .await,
             Err(RequestAuthError::UnknownKey { .. })
         ));
         assert!(matches!(
@@ -264,7 +292,11 @@ pub(crate) mod tests {
         ));
         // Not JSON body.
         let not_json = with_auth_of(&req, request("POST", "/_matrix/federation/v1/x", "nope"));
-        assert!(verify_request(&not_json, &sn("dest.org"), &keys).await.is_err());
+        assert!(
+            verify_request(&not_json, &sn("dest.org"), &keys)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -287,7 +319,9 @@ pub(crate) mod tests {
         let mut old = http::HeaderMap::new();
         old.insert(
             http::header::AUTHORIZATION,
-            r#"X-Matrix origin=a.org,key="ed25519:1",sig="dGVzdA""#.parse().unwrap(),
+            r#"X-Matrix origin=a.org,key="ed25519:1",sig="dGVzdA""#
+                .parse()
+                .unwrap(),
         );
         let parsed = parse_authorization(&old).unwrap();
         assert_eq!(parsed[0].origin, "a.org");
@@ -295,7 +329,9 @@ pub(crate) mod tests {
         // Two headers with different origins.
         old.append(
             http::header::AUTHORIZATION,
-            r#"X-Matrix origin=b.org,key="ed25519:1",sig="dGVzdA""#.parse().unwrap(),
+            r#"X-Matrix origin=b.org,key="ed25519:1",sig="dGVzdA""#
+                .parse()
+                .unwrap(),
         );
         assert!(matches!(
             parse_authorization(&old),
@@ -310,7 +346,13 @@ pub(crate) mod tests {
         sign_request(&mut req, &sn("origin.org"), &sn("dest.org"), &current).unwrap();
         // Prepend a credential by a key the receiver does not know.
         let mut stale = request("GET", "/_matrix/federation/v1/version", "");
-        sign_request(&mut stale, &sn("origin.org"), &sn("dest.org"), &test_key(5, "old")).unwrap();
+        sign_request(
+            &mut stale,
+            &sn("origin.org"),
+            &sn("dest.org"),
+            &test_key(5, "old"),
+        )
+        .unwrap();
         let mut both = with_auth_of(&stale, request("GET", "/_matrix/federation/v1/version", ""));
         both.headers_mut().append(
             http::header::AUTHORIZATION,

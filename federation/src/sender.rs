@@ -103,7 +103,8 @@ pub enum SendError {
     /// 429: retried after `retry_after` (capped at `max_backoff`) or the backoff.
     #[error("rate limited")]
     RateLimited { retry_after: Option<Duration> },
-    /// Another 4xx for the whole transaction: retried up to `max_rejected_attempts` times.
+    /// Another 4xx for the whole transaction (or `status` 0: refused locally, e.g. by the
+    /// deny list): retried up to `max_rejected_attempts` times, then dropped.
     #[error("transaction rejected with {status}: {message}")]
     Rejected { status: u16, message: String },
 }
@@ -145,6 +146,46 @@ pub fn transaction_request(
     request.pdus = pdus.to_vec();
     request.edus = edus.iter().cloned().map(Raw::from_json).collect();
     request
+}
+
+/// The real transport: `PUT /_matrix/federation/v1/send/{txn_id}` through the federation client.
+impl Transport for crate::client::FederationClient {
+    async fn send_transaction(
+        &self,
+        destination: &ServerName,
+        txn_id: &TransactionId,
+        pdus: &[Box<RawValue>],
+        edus: &[Box<RawValue>],
+    ) -> Result<PduResults, SendError> {
+        let request = transaction_request(self.origin().to_owned(), txn_id, pdus, edus);
+        match self.send(destination, request).await {
+            Ok(response) => Ok(response.pdus),
+            Err(e) => Err(classify_federation_error(&e)),
+        }
+    }
+}
+
+/// Maps a client error to the sender's retry classes: answers by status; refusals by our own
+/// configuration (deny list, private address) and unbuildable requests count as rejections (so
+/// they are dropped after `max_rejected_attempts`); everything else is "unreachable".
+pub fn classify_federation_error(e: &crate::error::FederationError) -> SendError {
+    use crate::error::FederationError as E;
+    match e {
+        E::Remote {
+            status,
+            retry_after_ms,
+            ..
+        } => SendError::from_status(
+            status.as_u16(),
+            retry_after_ms.map(Duration::from_millis),
+            e.to_string(),
+        ),
+        E::DestinationDenied(_) | E::PrivateAddress { .. } | E::Request(_) => SendError::Rejected {
+            status: 0,
+            message: e.to_string(),
+        },
+        _ => SendError::Unreachable(e.to_string()),
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@ CREATE TABLE server_keys (
     public_key TEXT NOT NULL,
     valid_until_ts BIGINT NOT NULL,
     expired_ts BIGINT,
+    key_json TEXT NOT NULL,
     fetched_ts BIGINT NOT NULL,
     PRIMARY KEY (server_name, key_id)
 );

@@ -75,36 +75,7 @@ where
             Err(_) => return Err(Error::too_large("Request body too large")),
         };
 
-        let scheme = TypeId::of::<T::Authentication>();
-        let needs_token =
-            scheme == TypeId::of::<AccessToken>() || scheme == TypeId::of::<AppserviceToken>();
-        let optional_token = scheme == TypeId::of::<AccessTokenOptional>()
-            || scheme == TypeId::of::<AppserviceTokenOptional>();
-        let mut auth = None;
-        if needs_token || optional_token {
-            match access_token(&parts) {
-                Some(token) => {
-                    let owner = state
-                        .db
-                        .token_owner(&token)
-                        .await?
-                        .ok_or_else(|| Error::unknown_token("Unknown access token"))?;
-                    crate::users::devices::record_use(
-                        state,
-                        &owner.user_id,
-                        &owner.device_id,
-                        crate::api::client::devices::client_ip(&parts),
-                    );
-                    auth = Some(Auth {
-                        user_id: OwnedUserId::try_from(owner.user_id).map_err(Error::internal)?,
-                        device_id: OwnedDeviceId::from(owner.device_id),
-                        token,
-                    });
-                }
-                None if needs_token => return Err(Error::missing_token()),
-                None => {}
-            }
-        }
+        let auth = authenticate::<T>(&parts, state).await?;
 
         let json = if bytes.is_empty() {
             None
@@ -135,11 +106,50 @@ where
     }
 }
 
+/// The caller of endpoint `T`, checked by the scheme its metadata names (access token,
+/// optional token). Also used by handlers that read their body themselves (media uploads).
+pub(crate) async fn authenticate<T: IncomingRequest + 'static>(
+    parts: &axum::http::request::Parts,
+    state: &AppState,
+) -> Result<Option<Auth>, Error> {
+    let scheme = TypeId::of::<T::Authentication>();
+    let needs_token =
+        scheme == TypeId::of::<AccessToken>() || scheme == TypeId::of::<AppserviceToken>();
+    let optional_token = scheme == TypeId::of::<AccessTokenOptional>()
+        || scheme == TypeId::of::<AppserviceTokenOptional>();
+    let mut auth = None;
+    if needs_token || optional_token {
+        match access_token(parts) {
+            Some(token) => {
+                let owner = state
+                    .db
+                    .token_owner(&token)
+                    .await?
+                    .ok_or_else(|| Error::unknown_token("Unknown access token"))?;
+                crate::users::devices::record_use(
+                    state,
+                    &owner.user_id,
+                    &owner.device_id,
+                    crate::api::client::devices::client_ip(parts),
+                );
+                auth = Some(Auth {
+                    user_id: OwnedUserId::try_from(owner.user_id).map_err(Error::internal)?,
+                    device_id: OwnedDeviceId::from(owner.device_id),
+                    token,
+                });
+            }
+            None if needs_token => return Err(Error::missing_token()),
+            None => {}
+        }
+    }
+    Ok(auth)
+}
+
 fn has_json_body(m: &axum::http::Method) -> bool {
     matches!(*m, axum::http::Method::POST | axum::http::Method::PUT)
 }
 
-fn map_parse_error(e: FromHttpRequestError) -> Error {
+pub(crate) fn map_parse_error(e: FromHttpRequestError) -> Error {
     match e {
         FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
             let msg = e.to_string();

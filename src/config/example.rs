@@ -59,6 +59,16 @@ max_request_bytes = 1048576
 # Longest /sync long-poll in milliseconds.
 max_sync_timeout_ms = 60000
 
+[media]
+# Uploaded files are kept under <data_dir>/media/. Largest upload in bytes (50 MiB); this limit,
+# not limits.max_request_bytes, applies to uploads. Put the same or a larger body limit in the
+# reverse proxy (nginx: client_max_body_size 50M).
+max_upload_bytes = 52428800
+# Thumbnails of exactly the requested size; off: the nearest of a few standard sizes.
+dynamic_thumbnails = false
+# Media ids a user may hold reserved (POST /_matrix/media/v1/create) awaiting content.
+max_pending_uploads = 10
+
 [logging]
 # tracing filter; RUST_LOG overrides it.
 level = "info"

@@ -36,6 +36,8 @@ pub struct Config {
     #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default)]
+    pub media: MediaConfig,
+    #[serde(default)]
     pub logging: LoggingConfig,
 }
 
@@ -119,6 +121,21 @@ pub struct LimitsConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Largest media upload accepted, in bytes (its own limit, not `limits.max_request_bytes`).
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+    /// Thumbnails of exactly the requested size. Off: sizes snap to a few standard ones, so
+    /// the disk cache stays small.
+    #[serde(default)]
+    pub dynamic_thumbnails: bool,
+    /// Media ids one user may hold reserved (`/create`) without content at a time.
+    #[serde(default = "default_max_pending_uploads")]
+    pub max_pending_uploads: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoggingConfig {
     /// `tracing` filter, e.g. `info` or `ganglion=debug,info`. `RUST_LOG` overrides it.
     #[serde(default = "default_log_level")]
@@ -145,6 +162,12 @@ fn default_max_request() -> usize {
 }
 fn default_max_sync_timeout() -> u64 {
     60_000
+}
+fn default_max_upload() -> u64 {
+    50 * 1024 * 1024
+}
+fn default_max_pending_uploads() -> u32 {
+    10
 }
 fn default_log_level() -> String {
     "info".to_owned()
@@ -202,6 +225,15 @@ impl Default for LimitsConfig {
         Self {
             max_request_bytes: default_max_request(),
             max_sync_timeout_ms: default_max_sync_timeout(),
+        }
+    }
+}
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: default_max_upload(),
+            dynamic_thumbnails: false,
+            max_pending_uploads: default_max_pending_uploads(),
         }
     }
 }
@@ -281,6 +313,11 @@ impl Config {
                     "federation.tls_cert / federation.tls_key: required when federation.enabled = true".into(),
                 ));
             }
+        }
+        if self.media.max_upload_bytes == 0 {
+            return Err(ConfigError(
+                "media.max_upload_bytes: must be at least 1".into(),
+            ));
         }
         if self.limits.max_request_bytes < 65_536 {
             return Err(ConfigError(

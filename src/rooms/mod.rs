@@ -68,10 +68,15 @@ impl RoomLocks {
 /// Loads the head from the database (on first use, or after a failed write).
 async fn load_head(s: &Services, room_id: &RoomId) -> Result<RoomHead> {
     let (version, rules) = room_rules(&s.db, room_id).await?;
-    let snapshot_id =
-        s.db.latest_snapshot_id(room_id.as_str())
+    // The resolved current state when the room has one recorded, else the latest event's.
+    let snapshot_id = match s.db.current_snapshot(room_id.as_str()).await? {
+        Some(id) => id,
+        None => s
+            .db
+            .latest_snapshot_id(room_id.as_str())
             .await?
-            .ok_or_else(|| Error::not_found("Room has no state"))?;
+            .ok_or_else(|| Error::not_found("Room has no state"))?,
+    };
     let snapshot = s.db.load_snapshot(snapshot_id).await?;
     let extremities = s.db.forward_extremities(room_id).await?;
     Ok(RoomHead {
@@ -83,6 +88,26 @@ async fn load_head(s: &Services, room_id: &RoomId) -> Result<RoomHead> {
         generation: s.room_locks.next_generation(),
         pending_txns: HashMap::new(),
     })
+}
+
+/// The room head under its lock: loaded from the database on first use, or again after a failed
+/// write invalidated it. It includes events queued for the writer but not yet committed.
+pub async fn head_of<'a>(
+    s: &Services,
+    room_id: &RoomId,
+    guard: &'a mut tokio::sync::MutexGuard<'_, Option<RoomHead>>,
+) -> Result<&'a mut RoomHead> {
+    if let Some(g) = s.writer.failed_generation(room_id.as_str())
+        && guard.as_ref().is_some_and(|h| h.generation <= g)
+    {
+        **guard = None;
+    }
+    if guard.is_none() {
+        **guard = Some(load_head(s, room_id).await?);
+    }
+    guard
+        .as_mut()
+        .ok_or_else(|| Error::internal("room head missing"))
 }
 
 /// What a local user asks to send.
@@ -163,43 +188,20 @@ async fn load_state_events(
     Ok(out)
 }
 
-/// Builds, signs, authorises and stores a local event in an existing room, then wakes syncs.
-pub async fn send_event(
+/// The unsigned event a sender would send now: prev events from the head's extremities, auth
+/// events from its state, depth, and the version's fields. Also returns the auth-relevant
+/// state events it was built from (create included) and the depth. Used for local events and
+/// for the templates other servers ask for (`make_join`, `make_leave`).
+pub async fn skeleton(
     s: &Services,
+    head: &RoomHead,
     room_id: &RoomId,
     sender: &UserId,
-    ev: NewEvent,
-    txn: Option<ClientTxn>,
-) -> Result<Pdu> {
-    let lock = s.room_locks.get(room_id);
-    let mut guard = lock.lock().await;
-    if let Some(g) = s.writer.failed_generation(room_id.as_str())
-        && guard.as_ref().is_some_and(|h| h.generation <= g)
-    {
-        *guard = None;
-    }
-    if guard.is_none() {
-        *guard = Some(load_head(s, room_id).await?);
-    }
-    let head = guard
-        .as_mut()
-        .ok_or_else(|| Error::internal("room head missing"))?;
-
-    if let Some(t) = &txn {
-        let key = (sender.to_string(), t.device_id.clone(), t.txn_id.clone());
-        if let Some(p) = head.pending_txns.get(&key) {
-            return Ok(p.clone());
-        }
-        if let Some(existing) =
-            s.db.txn_event_id(sender.as_str(), &t.device_id, &t.txn_id)
-                .await?
-            && let Some(pdu) = s.db.get_pdu(existing.as_str()).await?
-        {
-            return Ok(pdu);
-        }
-    }
-    let rules = head.rules.clone();
-    let snapshot = head.snapshot.clone();
+    ev: &NewEvent,
+    origin: &str,
+) -> Result<(CanonicalJsonObject, HashMap<(String, String), Pdu>, i64)> {
+    let rules = &head.rules;
+    let snapshot = &head.snapshot;
 
     let content_raw = serde_json::value::to_raw_value(&ev.content)?;
     let kind = TimelineEventType::from(ev.kind.as_str());
@@ -274,9 +276,42 @@ pub async fn send_event(
     ) {
         obj.insert(
             "origin".into(),
-            CanonicalJsonValue::String(s.config.server_name.to_string()),
+            CanonicalJsonValue::String(origin.to_owned()),
         );
     }
+    Ok((obj, auth_pdus, depth))
+}
+
+/// Builds, signs, authorises and stores a local event in an existing room, then wakes syncs.
+pub async fn send_event(
+    s: &Services,
+    room_id: &RoomId,
+    sender: &UserId,
+    ev: NewEvent,
+    txn: Option<ClientTxn>,
+) -> Result<Pdu> {
+    let lock = s.room_locks.get(room_id);
+    let mut guard = lock.lock().await;
+    let head = head_of(s, room_id, &mut guard).await?;
+
+    if let Some(t) = &txn {
+        let key = (sender.to_string(), t.device_id.clone(), t.txn_id.clone());
+        if let Some(p) = head.pending_txns.get(&key) {
+            return Ok(p.clone());
+        }
+        if let Some(existing) =
+            s.db.txn_event_id(sender.as_str(), &t.device_id, &t.txn_id)
+                .await?
+            && let Some(pdu) = s.db.get_pdu(existing.as_str()).await?
+        {
+            return Ok(pdu);
+        }
+    }
+    let rules = head.rules.clone();
+    let snapshot = head.snapshot.clone();
+    let kind = TimelineEventType::from(ev.kind.as_str());
+    let (mut obj, auth_pdus, depth) =
+        skeleton(s, head, room_id, sender, &ev, s.config.server_name.as_str()).await?;
     check_size(&obj)?;
     let event_id = ganglion_federation::pdu::hash_sign_and_id(
         &s.key,

@@ -52,6 +52,9 @@ pub struct RemoteWrite {
     pub current_state: Vec<((String, String), Option<String>)>,
     /// The snapshot of the room's new current state.
     pub current_snapshot: Option<i64>,
+    /// Further snapshots to store with the event (the resolved state before it, the room's
+    /// resolved current state): id, snapshot, new blocks.
+    pub extra_snapshots: Vec<(i64, Arc<Snapshot>, Vec<(String, String)>)>,
 }
 
 /// Who to tell that the outbound queue has new items for some servers.
@@ -212,6 +215,10 @@ async fn write_batch(
         };
         if let (Some((snap, blocks)), Some(id)) = (&job.new_snapshot, job.state_after) {
             db.write_snapshot(&mut w.tx, p.room_id.as_str(), id, snap, blocks)
+                .await?;
+        }
+        for (id, snap, blocks) in remote.map(|r| r.extra_snapshots.as_slice()).unwrap_or(&[]) {
+            db.write_snapshot(&mut w.tx, p.room_id.as_str(), *id, snap, blocks)
                 .await?;
         }
         let txn_ref = job.txn.as_ref().map(|t| TxnRef {

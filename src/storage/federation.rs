@@ -16,13 +16,14 @@ pub struct OutboxItem {
     pub json: String,
 }
 
-/// A cached remote server key.
+/// A cached remote server key, and the signed response that listed it.
 #[derive(Debug, Clone)]
 pub struct StoredServerKey {
     pub key_id: String,
     pub public_key: String,
     pub valid_until_ts: i64,
     pub expired_ts: Option<i64>,
+    pub key_json: String,
 }
 
 const JOINED_USERS: &str =
@@ -188,17 +189,18 @@ impl Db {
 
     pub async fn store_server_key(&self, server: &str, key: &StoredServerKey) -> Result<()> {
         sqlx::query(
-            "INSERT INTO server_keys (server_name, key_id, public_key, valid_until_ts, expired_ts, fetched_ts)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO server_keys (server_name, key_id, public_key, valid_until_ts, expired_ts, key_json, fetched_ts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (server_name, key_id) DO UPDATE SET public_key = excluded.public_key,
              valid_until_ts = excluded.valid_until_ts, expired_ts = excluded.expired_ts,
-             fetched_ts = excluded.fetched_ts",
+             key_json = excluded.key_json, fetched_ts = excluded.fetched_ts",
         )
         .bind(server)
         .bind(&key.key_id)
         .bind(&key.public_key)
         .bind(key.valid_until_ts)
         .bind(key.expired_ts)
+        .bind(&key.key_json)
         .bind(now_ms())
         .execute(&self.writer)
         .await?;
@@ -207,7 +209,7 @@ impl Db {
 
     pub async fn server_keys(&self, server: &str) -> Result<Vec<StoredServerKey>> {
         let rows = sqlx::query(
-            "SELECT key_id, public_key, valid_until_ts, expired_ts FROM server_keys WHERE server_name = $1",
+            "SELECT key_id, public_key, valid_until_ts, expired_ts, key_json FROM server_keys WHERE server_name = $1",
         )
         .bind(server)
         .fetch_all(&self.pool)
@@ -219,6 +221,7 @@ impl Db {
                     public_key: r.try_get(1)?,
                     valid_until_ts: r.try_get(2)?,
                     expired_ts: r.try_get(3)?,
+                    key_json: r.try_get(4)?,
                 })
             })
             .collect()

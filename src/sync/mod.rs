@@ -291,8 +291,15 @@ async fn joined_room(
         .first()
         .map(|p| p.stream_ordering)
         .unwrap_or(until + 1);
+    // The state before the timeline: after the last event before it, or (when the room's
+    // history here starts with the timeline, as after a join over federation) the state after
+    // its first event, whose own entry is in the timeline anyway.
+    let start_snapshot = match s.db.snapshot_at_stream(room_id, first_pos - 1).await? {
+        Some(snap) => Some(snap),
+        None => timeline.first().and_then(|p| p.state_after),
+    };
     let state_ids: Vec<String> = if full {
-        match s.db.snapshot_at_stream(room_id, first_pos - 1).await? {
+        match start_snapshot {
             Some(snap) => {
                 s.db.load_snapshot(snap)
                     .await?
@@ -308,7 +315,7 @@ async fn joined_room(
             Some(snap) => s.db.load_snapshot(snap).await?.map.clone(),
             None => Default::default(),
         };
-        match s.db.snapshot_at_stream(room_id, first_pos - 1).await? {
+        match start_snapshot {
             Some(snap) => {
                 let at_start = s.db.load_snapshot(snap).await?;
                 at_start

@@ -13,6 +13,11 @@ backend_tests!(
     signatures_upload,
     send_to_device_specific_and_wildcard,
     send_to_device_is_idempotent,
+    upload_rejects_keys_of_another_device,
+    replacing_cross_signing_keys_needs_auth,
+    key_backup_version_is_not_found,
+    send_to_device_to_unknown_user_is_dropped,
+    concurrent_claims_get_distinct_keys,
 );
 
 async fn upload_keys(c: &Client, otks: usize) -> DeviceKeys {
@@ -384,4 +389,125 @@ async fn send_to_device_is_idempotent(b: Backend) {
         copies, 1,
         "retransmitted to-device message delivered {copies} times"
     );
+}
+
+async fn upload_rejects_keys_of_another_device(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let other = alice.login_again().await;
+    let keys = DeviceKeys::new(&alice.user_id, &other.device_id);
+    let resp = alice
+        .post(
+            &format!("{V3}/keys/upload"),
+            &json!({"device_keys": keys.device_keys}),
+        )
+        .await;
+    assert_eq!(resp.0, 400, "{}", resp.1);
+    let body = query(&alice, &alice.user_id).await;
+    assert!(
+        body["device_keys"][alice.user_id.as_str()][other.device_id.as_str()].is_null(),
+        "{body}"
+    );
+}
+
+async fn replacing_cross_signing_keys_needs_auth(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    // The first upload needs no auth (as clients do right after registration).
+    let master = Ed25519Key::generate();
+    let first = cross_signing_key(&alice.user_id, "master", &master);
+    alice
+        .post(
+            &format!("{V3}/keys/device_signing/upload"),
+            &json!({"master_key": first}),
+        )
+        .await
+        .ok();
+    // The same key again is idempotent.
+    alice
+        .post(
+            &format!("{V3}/keys/device_signing/upload"),
+            &json!({"master_key": first}),
+        )
+        .await
+        .ok();
+    // A different master key needs the password.
+    let second = Ed25519Key::generate();
+    let body = json!({"master_key": cross_signing_key(&alice.user_id, "master", &second)});
+    let resp = alice
+        .post(&format!("{V3}/keys/device_signing/upload"), &body)
+        .await;
+    assert_eq!(resp.0, 401, "{}", resp.1);
+    assert!(resp.1["flows"].is_array(), "{}", resp.1);
+    alice
+        .uia(
+            Method::POST,
+            &format!("{V3}/keys/device_signing/upload"),
+            body,
+        )
+        .await
+        .ok();
+    let own = query(&alice, &alice.user_id).await;
+    let key = format!("ed25519:{}", second.public_b64());
+    assert!(
+        own["master_keys"][alice.user_id.as_str()]["keys"][key.as_str()].is_string(),
+        "{own}"
+    );
+    // A self-signing key not signed by the master key is refused.
+    let ssk = cross_signing_key(&alice.user_id, "self_signing", &Ed25519Key::generate());
+    let resp = alice
+        .uia(
+            Method::POST,
+            &format!("{V3}/keys/device_signing/upload"),
+            json!({"self_signing_key": ssk}),
+        )
+        .await;
+    assert_eq!(resp.0, 400, "{}", resp.1);
+}
+
+async fn key_backup_version_is_not_found(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    alice
+        .get(&format!("{V3}/room_keys/version"))
+        .await
+        .expect_err(404, "M_NOT_FOUND");
+}
+
+async fn send_to_device_to_unknown_user_is_dropped(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let nobody = format!("@nobody:{}", alice.server_name);
+    alice
+        .put(
+            &format!("{V3}/sendToDevice/com.example.x/{}", alice.next_txn()),
+            &json!({"messages": {nobody: {"*": {"a": 1}}}}),
+        )
+        .await
+        .ok();
+}
+
+async fn concurrent_claims_get_distinct_keys(b: Backend) {
+    let server = start(b).await;
+    let (alice, bob, _room) = public_room_with_two(&server).await;
+    upload_keys(&alice, 12).await;
+    let claim = json!({"one_time_keys": {alice.user_id.clone(): {alice.device_id.clone(): "signed_curve25519"}}});
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (bob, claim) = (bob.clone(), claim.clone());
+        tasks.spawn(async move { bob.post(&format!("{V3}/keys/claim"), &claim).await.ok() });
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    while let Some(body) = tasks.join_next().await {
+        let body = body.expect("claim task");
+        let map = body["one_time_keys"][alice.user_id.as_str()][alice.device_id.as_str()]
+            .as_object()
+            .cloned()
+            .unwrap_or_else(|| panic!("no key claimed: {body}"));
+        for id in map.keys() {
+            assert!(ids.insert(id.clone()), "{id} handed out twice");
+        }
+    }
+    assert_eq!(ids.len(), 12);
+    assert_eq!(otk_count(&alice).await, 0);
 }

@@ -19,6 +19,15 @@ use super::*;
 struct MemStore {
     rows: Mutex<BTreeMap<i64, (OwnedServerName, ItemKind, String)>>,
     next: Mutex<i64>,
+    /// Store calls to fail (once each) before working.
+    fail_pending: AtomicUsize,
+    fail_ack: AtomicUsize,
+}
+
+fn take_failure(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 impl MemStore {
@@ -53,6 +62,9 @@ impl QueueStore for MemStore {
         max_pdus: usize,
         max_edus: usize,
     ) -> Result<Vec<QueueItem>, StoreError> {
+        if take_failure(&self.fail_pending) {
+            return Err("database is locked".into());
+        }
         let rows = self.rows.lock().unwrap();
         let mut out = Vec::new();
         let (mut p, mut e) = (0, 0);
@@ -82,6 +94,9 @@ impl QueueStore for MemStore {
     }
 
     async fn ack(&self, _destination: &ServerName, ids: &[i64]) -> Result<(), StoreError> {
+        if take_failure(&self.fail_ack) {
+            return Err("database is locked".into());
+        }
         let mut rows = self.rows.lock().unwrap();
         for id in ids {
             rows.remove(id);
@@ -330,27 +345,32 @@ async fn peer_contact_wakes_and_resets_backoff() {
     transport.set_down(dest, true);
     store.push(dest, ItemKind::Pdu, "p0");
     let sender = start(store.clone(), transport.clone(), no_jitter());
-    // 2+4+...+512 s: ten failures, the next wait is the 600 s cap.
-    wait_until(Duration::from_secs(1100), || transport.calls().len() >= 11).await;
+    // Ten failures 2+4+...+512 s apart: the wait after the tenth is the 600 s cap.
+    wait_until(Duration::from_secs(1100), || transport.calls().len() >= 10).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = Instant::now();
+    assert_eq!(transport.calls().len(), 10, "in the 600 s wait");
+
+    // Contact while our sends still fail: an immediate retry, and the backoff starts over.
+    let woke_at = Instant::now();
+    sender.peer_is_up(dest);
+    wait_until(Duration::from_secs(10), || transport.calls().len() >= 13).await;
+    let calls = transport.calls();
+    assert!(calls[10].at - woke_at < Duration::from_millis(50));
+    assert_eq!((calls[11].at - calls[10].at).as_secs(), 2);
+    assert_eq!((calls[12].at - calls[11].at).as_secs(), 4);
+
+    // It is really up now: delivered right after the contact.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     transport.set_down(dest, false);
+    let before = Instant::now();
     sender.peer_is_up(dest);
     wait_until(Duration::from_secs(3), || store.remaining(dest) == 0).await;
-    assert!(Instant::now() - before < Duration::from_secs(3));
-
-    // The backoff was reset: a new failure waits the initial delay again.
-    transport.set_down(dest, true);
-    store.push(dest, ItemKind::Pdu, "p1");
-    sender.notify(dest);
-    wait_until(Duration::from_secs(10), || transport.calls().len() >= 14).await;
-    let calls = transport.calls();
-    let gap = calls[13].at - calls[12].at;
-    assert_eq!(gap.as_secs(), 2);
+    assert!(Instant::now() - before < Duration::from_secs(1));
 
     // Contact from a server with nothing queued is a no-op.
+    wait_until(Duration::from_secs(1), || sender.active_destinations() == 0).await;
     sender.peer_is_up(server_name!("idle.test"));
-    assert_eq!(sender.active_destinations(), 1);
+    assert_eq!(sender.active_destinations(), 0);
     sender.shutdown().await;
 }
 
@@ -498,6 +518,24 @@ async fn shutdown_abandons_in_flight_transaction() {
     assert_eq!(sender.active_destinations(), 0);
     sender.notify(dest); // ignored after shutdown
     assert_eq!(sender.active_destinations(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_errors_are_retried_without_resending() {
+    let (store, transport) = setup();
+    let dest = server_name!("b.test");
+    store.push(dest, ItemKind::Pdu, "p0");
+    store.fail_pending.store(1, Ordering::SeqCst);
+    store.fail_ack.store(2, Ordering::SeqCst);
+    let sender = start(store.clone(), transport.clone(), no_jitter());
+    sender.notify(dest);
+    wait_until(Duration::from_secs(30), || store.remaining(dest) == 0).await;
+    assert_eq!(
+        transport.calls().len(),
+        1,
+        "delivered once; only the ack was retried"
+    );
+    sender.shutdown().await;
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod devices;
 pub mod directory;
 pub mod discovery;
 pub mod keys;
+pub mod media;
 pub mod membership;
 pub mod presence;
 pub mod profile;
@@ -31,6 +32,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = devices::routes(r);
     let r = directory::routes(r);
     let r = keys::routes(r);
+    let r = media::routes(r);
     let r = presence::routes(r);
     let r = profile::routes(r);
     let r = push_rules::routes(r);

@@ -1,0 +1,15 @@
+//! Federation, the server side of it that lives with the room model: events from other servers
+//! (`incoming`), state resolution (`state_res`), requests to other servers (`remote`), their
+//! keys (`keys`), and the membership flows that cross servers (`membership`).
+//!
+//! The protocol mechanics (TLS, discovery, request signing, key fetching, PDU checks, the
+//! outbound queue) are in the `ganglion-federation` crate.
+
+pub mod incoming;
+pub mod keys;
+pub mod remote;
+pub mod state_res;
+pub mod membership;
+pub mod service;
+
+pub use service::Federation;
