@@ -66,7 +66,8 @@ fn main() -> std::process::ExitCode {
                 }
             };
             init_logging(&config.logging.level);
-            let _ = rustls_provider();
+            // One process-wide rustls provider (ring) for every TLS user.
+            ganglion_federation::tls::install_default_provider();
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -87,10 +88,6 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
-}
-
-fn rustls_provider() -> bool {
-    true
 }
 
 fn init_logging(level: &str) {

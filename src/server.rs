@@ -23,15 +23,62 @@ pub async fn run(config: Config) -> Result<()> {
         registration = state.config.registration_enabled(),
         "ganglion is serving the client API"
     );
-    axum::serve(
+    let federation = match federation_listener(&state).await? {
+        Some(f) => f,
+        None => Box::pin(std::future::pending()),
+    };
+    let client = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| Error::internal(format!("server error: {e}")))?;
+    .with_graceful_shutdown(shutdown_signal());
+    tokio::select! {
+        r = client => r.map_err(|e| Error::internal(format!("server error: {e}")))?,
+        r = federation => r?,
+    }
     tracing::info!("shut down");
     Ok(())
+}
+
+type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
+/// The federation listener (TLS, its own address), when federation is enabled.
+async fn federation_listener(state: &AppState) -> Result<Option<Serving>> {
+    let f = &state.config.federation;
+    if !f.enabled {
+        return Ok(None);
+    }
+    let (Some(listen), Some(cert), Some(key)) = (f.listen, &f.tls_cert, &f.tls_key) else {
+        return Err(Error::internal(
+            "federation needs federation.listen, tls_cert and tls_key",
+        ));
+    };
+    let mut tls = ganglion_federation::tls::server_config(cert, key)
+        .map_err(|e| Error::internal(format!("federation TLS: {e}")))?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(std::sync::Arc::new(tls));
+    let std_listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| Error::internal(format!("cannot listen on {listen}: {e}")))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::internal(format!("federation listener: {e}")))?;
+    let app = crate::api::federation::router(state.clone());
+    tracing::info!(%listen, "serving the federation API (TLS)");
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let server = axum_server::from_tcp_rustls(std_listener, config)
+        .map_err(|e| Error::internal(format!("federation listener: {e}")))?
+        .handle(handle)
+        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>());
+    Ok(Some(Box::pin(async move {
+        server
+            .await
+            .map_err(|e| Error::internal(format!("federation server error: {e}")))
+    })))
 }
 
 fn spawn_background(s: AppState) {

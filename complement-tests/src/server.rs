@@ -464,6 +464,7 @@ impl Server {
         self.spawn();
         let url = format!("{}/_matrix/client/versions", self.base_url);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut client_up = false;
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
@@ -480,15 +481,25 @@ impl Server {
                 .send()
                 .await
                 && resp.status().as_u16() == 200
-                && self.federation_ready().await
             {
-                return Ok(());
+                client_up = true;
+                if self.federation_ready().await {
+                    return Ok(());
+                }
             }
             if Instant::now() >= deadline {
                 self.kill_child();
-                return Err(StartError::Timeout(format!(
-                    "no 200 from {url} within {STARTUP_TIMEOUT:?}"
-                )));
+                let msg = if client_up {
+                    format!(
+                        "the client API answers but the federation listener https://{}:{} did not \
+                         (TLS with the test CA, then HTTP) within {STARTUP_TIMEOUT:?}",
+                        self.ip,
+                        self.fed_port.unwrap_or(0)
+                    )
+                } else {
+                    format!("no 200 from {url} within {STARTUP_TIMEOUT:?}")
+                };
+                return Err(StartError::Timeout(msg));
             }
             tokio::time::sleep(POLL).await;
         }

@@ -48,3 +48,22 @@ CREATE TABLE invite_state (
     stripped TEXT NOT NULL,
     PRIMARY KEY (room_id, user_id)
 );
+
+-- What this server last announced to other servers about each local device
+-- (`m.device_list_update`): a digest of the device's keys and display name ('' once deleted)
+-- and the update's stream id, so each update names the previous one (`prev_id`).
+CREATE TABLE device_list_outbound (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    stream_id BIGINT NOT NULL,
+    PRIMARY KEY (user_id, device_id)
+);
+
+-- OpenID tokens handed to local users (`/user/{userId}/openid/request_token`), checked by
+-- other services through `/_matrix/federation/v1/openid/userinfo`.
+CREATE TABLE openid_tokens (
+    token TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    expires_ts BIGINT NOT NULL
+);

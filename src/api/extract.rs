@@ -32,11 +32,20 @@ pub struct Auth {
 pub struct Ruma<T> {
     pub body: T,
     pub auth: Option<Auth>,
+    /// The requesting server, for federation endpoints (verified `X-Matrix` signature).
+    pub origin: Option<ruma::OwnedServerName>,
     /// The raw JSON body (for fields ruma does not model, e.g. UIA `auth`).
     pub json: Option<serde_json::Value>,
 }
 
 impl<T> Ruma<T> {
+    /// The requesting server; errors when the endpoint is not a federation one.
+    pub fn origin(&self) -> Result<&ruma::ServerName, Error> {
+        self.origin
+            .as_deref()
+            .ok_or_else(|| Error::forbidden("Server authentication required"))
+    }
+
     /// The caller; errors when the endpoint allowed anonymous access and none was given.
     pub fn user(&self) -> Result<&Auth, Error> {
         self.auth.as_ref().ok_or_else(Error::missing_token)
@@ -76,6 +85,13 @@ where
         };
 
         let auth = authenticate::<T>(&parts, state).await?;
+        let origin = if TypeId::of::<T::Authentication>()
+            == TypeId::of::<ruma::api::federation::authentication::ServerSignatures>()
+        {
+            Some(crate::api::federation::authenticate_server(&parts, &bytes, state).await?)
+        } else {
+            None
+        };
 
         let json = if bytes.is_empty() {
             None
@@ -102,7 +118,12 @@ where
         let http_req = axum::http::Request::from_parts(parts, body_bytes);
         let path_args: Vec<&str> = params.iter().map(String::as_str).collect();
         let body = T::try_from_http_request(http_req, &path_args).map_err(map_parse_error)?;
-        Ok(Ruma { body, auth, json })
+        Ok(Ruma {
+            body,
+            auth,
+            origin,
+            json,
+        })
     }
 }
 

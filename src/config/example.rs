@@ -51,7 +51,12 @@ allowed_servers = []
 denied_servers = []
 # Allow outbound federation to private, loopback and link-local addresses (on-prem networks).
 allow_private_networks = false
+# Notaries asked for other servers' keys when those cannot be reached directly (none by default).
 trusted_key_servers = []
+# Inbound requests per second each other server may make, and the burst above that; past it
+# they get 429 M_LIMIT_EXCEEDED with retry_after_ms.
+inbound_requests_per_second = 50
+inbound_burst = 500
 
 [limits]
 # Largest client request body in bytes (media uploads excepted).

@@ -106,6 +106,19 @@ pub struct FederationConfig {
     pub allow_private_networks: bool,
     #[serde(default)]
     pub trusted_key_servers: Vec<String>,
+    /// Inbound requests each other server may make per second (sustained) ...
+    #[serde(default = "default_fed_rate")]
+    pub inbound_requests_per_second: u32,
+    /// ... and in a burst.
+    #[serde(default = "default_fed_burst")]
+    pub inbound_burst: u32,
+}
+
+fn default_fed_rate() -> u32 {
+    50
+}
+fn default_fed_burst() -> u32 {
+    500
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +230,8 @@ impl Default for FederationConfig {
             denied_servers: Vec::new(),
             allow_private_networks: false,
             trusted_key_servers: Vec::new(),
+            inbound_requests_per_second: default_fed_rate(),
+            inbound_burst: default_fed_burst(),
         }
     }
 }
@@ -306,6 +321,12 @@ impl Config {
             if self.federation.listen.is_none() {
                 return Err(ConfigError(
                     "federation.listen: required when federation.enabled = true".into(),
+                ));
+            }
+            if self.federation.inbound_requests_per_second == 0 || self.federation.inbound_burst == 0 {
+                return Err(ConfigError(
+                    "federation.inbound_requests_per_second / inbound_burst: must be at least 1"
+                        .into(),
                 ));
             }
             if self.federation.tls_cert.is_none() || self.federation.tls_key.is_none() {

@@ -131,7 +131,8 @@ pub async fn cross_signing_key_with_signatures(
     Ok(Some(key))
 }
 
-/// Answers `/keys/query`: device keys and cross-signing keys of local users.
+/// Answers `/keys/query`: device keys and cross-signing keys of local users, and of remote
+/// users as their servers answer (unreachable servers are listed in `failures`).
 pub async fn query(
     s: &Services,
     requester: &UserId,
@@ -143,12 +144,10 @@ pub async fn query(
     let mut user_signing = Map::new();
     let mut failures = Map::new();
     let me = requester.as_str();
+    let mut remote = BTreeMap::new();
     for (user_id, devices) in wanted {
         if !s.is_local(user_id) {
-            failures.insert(
-                user_id.server_name().to_string(),
-                json!({"status": 503, "message": "Federation is not available"}),
-            );
+            remote.insert(user_id.clone(), devices.clone());
             continue;
         }
         let uid = user_id.as_str();
@@ -192,6 +191,12 @@ pub async fn query(
             user_signing.insert(uid.to_owned(), k);
         }
     }
+    let mut fed = crate::federation::query::KeysAnswer::default();
+    crate::federation::query::query_keys(s, &remote, &mut fed).await;
+    device_keys.extend(fed.device_keys);
+    master.extend(fed.master_keys);
+    self_signing.extend(fed.self_signing_keys);
+    failures.extend(fed.failures);
     Ok(json!({
         "device_keys": device_keys,
         "master_keys": master,
@@ -208,12 +213,10 @@ pub async fn claim(
 ) -> Result<Value> {
     let mut out = Map::new();
     let mut failures = Map::new();
+    let mut remote = BTreeMap::new();
     for (user_id, devices) in wanted {
         if !s.is_local(user_id) {
-            failures.insert(
-                user_id.server_name().to_string(),
-                json!({"status": 503, "message": "Federation is not available"}),
-            );
+            remote.insert(user_id.clone(), devices.clone());
             continue;
         }
         let mut per_device = Map::new();
@@ -230,6 +233,7 @@ pub async fn claim(
             out.insert(user_id.to_string(), Value::Object(per_device));
         }
     }
+    crate::federation::query::claim_keys(s, &remote, &mut out, &mut failures).await;
     Ok(json!({"one_time_keys": out, "failures": failures}))
 }
 

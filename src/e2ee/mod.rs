@@ -23,5 +23,6 @@ pub async fn device_list_changed(s: &Services, user_id: &UserId) -> Result<()> {
     let mut users = s.db.users_sharing_rooms(user_id.as_str()).await?;
     users.push(user_id.to_string());
     s.notifier.notify_users(&users, pos);
+    crate::federation::edus::device_list_changed(s, user_id).await;
     Ok(())
 }

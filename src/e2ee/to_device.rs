@@ -12,7 +12,8 @@ use crate::{
 };
 
 /// Queues `messages` for their target devices (idempotent per sending device and `txn_id`).
-/// Messages for remote users, unknown users or unknown devices are dropped.
+/// Messages for users of other servers go out as `m.direct_to_device` EDUs; messages for
+/// unknown local users or devices are dropped.
 pub async fn send(
     s: &Services,
     sender: &UserId,
@@ -23,9 +24,23 @@ pub async fn send(
 ) -> Result<()> {
     let mut out = Vec::new();
     let mut users = Vec::new();
+    let mut remote: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+        Default::default();
     for (user_id, targets) in messages {
         if !s.is_local(user_id) {
-            tracing::debug!(%user_id, "to-device message for a remote user dropped");
+            let entry = remote.entry(user_id.to_string()).or_default();
+            for (target, content) in targets {
+                let content: serde_json::Value = serde_json::from_str(content.json().get())
+                    .map_err(|e| Error::bad_json(format!("to-device content: {e}")))?;
+                if !content.is_object() {
+                    return Err(Error::bad_json("to-device content must be an object"));
+                }
+                let target = match target {
+                    DeviceIdOrAllDevices::AllDevices => "*".to_owned(),
+                    DeviceIdOrAllDevices::DeviceId(d) => d.to_string(),
+                };
+                entry.insert(target, content);
+            }
             continue;
         }
         let devices: Vec<String> =
@@ -73,6 +88,21 @@ pub async fn send(
         && !out.is_empty()
     {
         s.notifier.notify_users(&users, pos);
+    }
+    if written.is_some() && !remote.is_empty() {
+        let message_id = crate::federation::edus::to_device_message_id(
+            sender.as_str(),
+            sender_device.as_str(),
+            txn_id,
+        );
+        crate::federation::edus::direct_to_device(
+            s,
+            sender.as_str(),
+            event_type,
+            &message_id,
+            &remote,
+        )
+        .await;
     }
     Ok(())
 }

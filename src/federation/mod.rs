@@ -5,8 +5,11 @@
 //! The protocol mechanics (TLS, discovery, request signing, key fetching, PDU checks, the
 //! outbound queue) are in the `ganglion-federation` crate.
 
+pub mod acl;
+pub mod edus;
 pub mod incoming;
 pub mod keys;
+pub mod query;
 pub mod remote;
 pub mod state_res;
 pub mod membership;

@@ -89,27 +89,20 @@ pub async fn fetch_event(
     parse(&resp.pdu).ok_or_else(|| Error::bad_json(format!("{server} sent an unreadable event")))
 }
 
-/// Fetches several events (those that fail are left out), a few at a time.
+/// Fetches several events (those that fail are left out).
 pub async fn fetch_events(
     s: &Services,
     server: &ServerName,
     event_ids: &[String],
 ) -> Vec<CanonicalJsonObject> {
-    use futures::StreamExt;
-    futures::stream::iter(event_ids.iter())
-        .map(|id| async move {
-            match fetch_event(s, server, id).await {
-                Ok(ev) => Some(ev),
-                Err(e) => {
-                    tracing::info!("fetching {id} from {server}: {e}");
-                    None
-                }
-            }
-        })
-        .buffer_unordered(8)
-        .filter_map(|x| async move { x })
-        .collect()
-        .await
+    let mut out = Vec::with_capacity(event_ids.len());
+    for id in event_ids {
+        match fetch_event(s, server, id).await {
+            Ok(ev) => out.push(ev),
+            Err(e) => tracing::info!("fetching {id} from {server}: {e}"),
+        }
+    }
+    out
 }
 
 /// `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}`: the event's auth chain.
@@ -170,6 +163,27 @@ pub async fn state_ids(
         .await
         .map_err(|e| remote_err(server, e))?;
     Ok((resp.pdu_ids, resp.auth_chain_ids))
+}
+
+/// `GET /_matrix/federation/v1/query/directory`: a room alias of another server.
+pub async fn query_alias(
+    s: &Services,
+    alias: &ruma::RoomAliasId,
+) -> Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>)> {
+    let server = alias.server_name();
+    let resp = s
+        .federation()?
+        .client
+        .send(
+            server,
+            ruma::api::federation::query::get_room_information::v1::Request::new(alias.to_owned()),
+        )
+        .await
+        .map_err(|e| match e.errcode() {
+            Some("M_NOT_FOUND") => Error::not_found("Room alias not found"),
+            _ => remote_err(server, e),
+        })?;
+    Ok((resp.room_id, resp.servers))
 }
 
 /// `GET /_matrix/federation/v1/backfill/{roomId}?v=…&limit=`.

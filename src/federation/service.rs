@@ -21,6 +21,8 @@ pub struct Federation {
     pub client: Arc<FederationClient>,
     pub keyring: Arc<Keyring>,
     pub sender: SenderHandle,
+    /// Inbound requests per origin server.
+    pub limiter: governor::DefaultKeyedRateLimiter<String>,
 }
 
 /// The sender's queue on the database; rows are added by the event writer (and EDU producers)
@@ -123,9 +125,15 @@ pub fn start(config: &Config, db: &Db, key: Arc<ServerSigningKey>) -> Result<Opt
         client.clone(),
         SenderConfig::default(),
     );
+    let per_second = std::num::NonZeroU32::new(f.inbound_requests_per_second)
+        .unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = std::num::NonZeroU32::new(f.inbound_burst).unwrap_or(std::num::NonZeroU32::MIN);
+    let limiter =
+        governor::RateLimiter::keyed(governor::Quota::per_second(per_second).allow_burst(burst));
     Ok(Some(Federation {
         client,
         keyring,
         sender,
+        limiter,
     }))
 }

@@ -177,6 +177,7 @@ where
 {
     let blob = store::write_stream(&media_root(s), body, s.config.media.max_upload_bytes).await?;
     let content_type = sanitise_content_type(content_type);
+    let filename = filename.filter(|f| !f.is_empty());
     let media_id = new_media_id();
     s.db.insert_media(
         s.server_name(),
@@ -250,6 +251,7 @@ where
     }
     let blob = store::write_stream(&media_root(s), body, s.config.media.max_upload_bytes).await?;
     let content_type = sanitise_content_type(content_type);
+    let filename = filename.filter(|f| !f.is_empty());
     let filled =
         s.db.complete_pending_media(
             server_name.as_str(),

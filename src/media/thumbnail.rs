@@ -69,6 +69,9 @@ const MAX_DECODE_ALLOC: u64 = 256 * 1024 * 1024;
 const MAX_FRAMES: usize = 300;
 const MAX_ANIMATION_PIXELS: u64 = 60_000_000;
 
+/// Thumbnails being made at once (per process).
+static THUMBNAILERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// The extensions a cached thumbnail may have, and the type each is served as.
 const OUTPUTS: &[(&str, &str)] = &[
     ("png", "image/png"),
@@ -133,6 +136,8 @@ pub async fn thumbnail(
         }
     }
 
+    // Decoding may take a few hundred MiB and a core: bound how many run at once.
+    let _permit = THUMBNAILERS.acquire().await.map_err(Error::internal)?;
     let source = media.path.clone();
     let (bytes, ext, content_type) = tokio::task::spawn_blocking(move || {
         let data = std::fs::read(&source)
@@ -325,6 +330,58 @@ mod tests {
         assert_eq!(choose_size(300, 200, Method::Scale, false), (320, 240));
         assert_eq!(choose_size(1000, 1000, Method::Scale, false), (1000, 1000));
         assert_eq!(choose_size(30, 30, Method::Crop, true), (30, 30));
+    }
+
+    fn gif(frames: u32, w: u32, h: u32) -> Vec<u8> {
+        let mut buf = Vec::new();
+        {
+            let mut enc = GifEncoder::new(&mut buf);
+            enc.set_repeat(Repeat::Infinite).unwrap();
+            for i in 0..frames {
+                let img = RgbaImage::from_pixel(w, h, image::Rgba([(i * 80) as u8, 0, 0, 255]));
+                enc.encode_frame(Frame::new(img)).unwrap();
+            }
+        }
+        buf
+    }
+
+    fn png_size(bytes: &[u8]) -> (u32, u32) {
+        let img = image::load_from_memory(bytes).unwrap();
+        (img.width(), img.height())
+    }
+
+    #[test]
+    fn animated_gif_stays_animated_when_asked() {
+        let data = gif(3, 40, 20);
+        let (out, ext, ct) = make(&data, 20, 20, Method::Scale, true).unwrap();
+        assert_eq!((ext, ct), ("gif", "image/gif"));
+        let frames = GifDecoder::new(Cursor::new(&out))
+            .unwrap()
+            .into_frames()
+            .collect_frames()
+            .unwrap();
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0].buffer().dimensions(), (20, 10));
+        // Not asked: a still PNG of the first frame.
+        let (out, ext, _) = make(&data, 20, 20, Method::Scale, false).unwrap();
+        assert_eq!(ext, "png");
+        assert_eq!(png_size(&out), (20, 10));
+        // A single-frame GIF asked animated: still.
+        let (_, ext, _) = make(&gif(1, 40, 20), 20, 20, Method::Crop, true).unwrap();
+        assert_eq!(ext, "png");
+    }
+
+    #[test]
+    fn jpeg_stays_jpeg_and_garbage_is_refused() {
+        let img =
+            DynamicImage::ImageRgb8(image::RgbImage::from_pixel(64, 64, image::Rgb([1, 2, 3])));
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        let (out, ext, ct) = make(&jpeg, 32, 32, Method::Crop, false).unwrap();
+        assert_eq!((ext, ct), ("jpg", "image/jpeg"));
+        assert_eq!(png_size(&out), (32, 32));
+        assert!(make(b"not an image", 32, 32, Method::Crop, false).is_err());
     }
 
     #[test]

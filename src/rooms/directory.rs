@@ -130,8 +130,16 @@ pub async fn create_alias(
 /// Resolves a local alias to its room and servers likely to be in the room (ours first).
 pub async fn resolve_alias(s: &Services, alias: &RoomAliasId) -> Result<(String, Vec<String>)> {
     if alias.server_name() != s.config.server_name {
+        if s.federation.is_some() {
+            let (room_id, servers) = crate::federation::remote::query_alias(s, alias).await?;
+            let mut servers: Vec<String> = servers.iter().map(ToString::to_string).collect();
+            if !servers.iter().any(|x| x == alias.server_name().as_str()) {
+                servers.push(alias.server_name().to_string());
+            }
+            return Ok((room_id.to_string(), servers));
+        }
         return Err(Error::not_found(
-            "Room alias is on another server; remote alias lookups are not supported",
+            "Room alias is on another server and federation is disabled",
         ));
     }
     let (room_id, _) =

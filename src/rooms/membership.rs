@@ -42,6 +42,30 @@ pub async fn join(
     user: &UserId,
     reason: Option<&str>,
 ) -> Result<Pdu> {
+    join_via(s, room_id, user, reason, &[]).await
+}
+
+/// Joins a local user to a room; when no local user is in it, over federation through `via`
+/// (and the servers the room id and an invite name).
+pub async fn join_via(
+    s: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    reason: Option<&str>,
+    via: &[ruma::OwnedServerName],
+) -> Result<Pdu> {
+    let room = room_id.to_owned();
+    if crate::federation::membership::needs_remote_join(s, &room).await? {
+        let servers =
+            crate::federation::membership::candidate_servers(s, room_id, user, via).await?;
+        let known_here = s.db.current_snapshot(room_id.as_str()).await?.is_some()
+            || s.db.latest_snapshot_id(room_id.as_str()).await?.is_some();
+        if !servers.is_empty() || !known_here {
+            let content = with_profile(s, user, member_content("join", reason)).await?;
+            return crate::federation::membership::remote_join(s, room_id, user, &servers, content)
+                .await;
+        }
+    }
     if s.db.room_version(room_id.as_str()).await?.is_none() {
         return Err(Error::not_found("This server does not know the room"));
     }
@@ -176,6 +200,29 @@ pub async fn set_membership(
     let current = s.db.membership(room_id.as_str(), target.as_str()).await?;
     if membership == "leave" && sender == target && current.is_none() {
         return Err(Error::forbidden("You are not in the room"));
+    }
+    // Rejecting an invite to (or retracting a knock on) a room that lives elsewhere.
+    if membership == "leave"
+        && sender == target
+        && current
+            .as_ref()
+            .is_some_and(|m| m.membership == "invite" || m.membership == "knock")
+        && crate::federation::membership::needs_remote_join(s, &room_id.to_owned()).await?
+    {
+        let servers =
+            crate::federation::membership::candidate_servers(s, room_id, target, &[]).await?;
+        crate::federation::membership::remote_leave(s, room_id, target, &servers).await?;
+        let event_id = s
+            .db
+            .membership(room_id.as_str(), target.as_str())
+            .await?
+            .map(|m| m.event_id)
+            .unwrap_or_default();
+        return s
+            .db
+            .get_pdu(&event_id)
+            .await?
+            .ok_or_else(|| Error::internal("leave event not stored"));
     }
     let content = member_content(membership, reason);
     send_event(

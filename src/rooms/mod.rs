@@ -336,6 +336,22 @@ pub async fn send_event(
     })
     .map_err(|e| Error::forbidden(format!("event not authorised: {e}")))?;
 
+    // Inviting a user of another server: that server countersigns the invite first.
+    if let Some(invitee) = remote_invitee(s, &pdu) {
+        let stripped = invite_room_state(s, &snapshot).await?;
+        let signed = crate::federation::membership::send_remote_invite(
+            s,
+            room_id,
+            &head.version,
+            &pdu.event_id,
+            &pdu.json,
+            invitee.server_name(),
+            stripped,
+        )
+        .await?;
+        pdu = Pdu::from_canonical(pdu.event_id.clone(), Some(room_id), signed)?;
+    }
+
     if let Some(sk) = &ev.state_key
         && let Some(prev_id) = snapshot.map.get(&(ev.kind.clone(), sk.clone()))
     {
@@ -411,6 +427,43 @@ pub async fn send_event(
         redaction::apply(s, &target, &pdu, &rules).await?;
     }
     Ok(pdu)
+}
+
+/// The invited user of a membership invite, when they are on another server (and federation is
+/// on: without it such an invite is refused by the remote call).
+fn remote_invitee(s: &Services, pdu: &Pdu) -> Option<ruma::OwnedUserId> {
+    if pdu.kind != TimelineEventType::RoomMember {
+        return None;
+    }
+    let invite = pdu.content_value().get("membership").and_then(Value::as_str) == Some("invite");
+    let user = ruma::OwnedUserId::try_from(pdu.state_key.as_deref()?).ok()?;
+    (invite && user.server_name() != s.config.server_name).then_some(user)
+}
+
+/// The room state an invited user's server is shown (full PDUs, as the spec has it since 1.16).
+async fn invite_room_state(
+    s: &Services,
+    snapshot: &Snapshot,
+) -> Result<Vec<Box<serde_json::value::RawValue>>> {
+    let mut ids = Vec::new();
+    for kind in [
+        "m.room.create",
+        "m.room.name",
+        "m.room.avatar",
+        "m.room.topic",
+        "m.room.join_rules",
+        "m.room.canonical_alias",
+        "m.room.encryption",
+    ] {
+        if let Some(id) = snapshot.map.get(&(kind.to_owned(), String::new())) {
+            ids.push(id.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for p in s.db.get_pdus(&ids).await? {
+        out.push(serde_json::value::to_raw_value(&p.json)?);
+    }
+    Ok(out)
 }
 
 /// Stores the create event of a new room (there is no head yet).

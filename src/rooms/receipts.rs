@@ -89,17 +89,17 @@ pub async fn set_receipt(
             s.notifier.notify_users(&[user_id.to_owned()], pos);
         }
         ReceiptKind::Read | ReceiptKind::ReadPrivate => {
-            let pos =
-                s.db.set_receipt(&Receipt {
-                    room_id: room_id.to_owned(),
-                    receipt_type: kind.as_str().to_owned(),
-                    user_id: user_id.to_owned(),
-                    thread_id: thread_id.to_owned(),
-                    event_id: event_id.to_owned(),
-                    ts: 0,
-                })
-                .await?;
+            let receipt = Receipt {
+                room_id: room_id.to_owned(),
+                receipt_type: kind.as_str().to_owned(),
+                user_id: user_id.to_owned(),
+                thread_id: thread_id.to_owned(),
+                event_id: event_id.to_owned(),
+                ts: crate::storage::now_ms(),
+            };
+            let pos = s.db.set_receipt(&receipt).await?;
             s.notifier.notify_room(room_id, &[user_id.to_owned()], pos);
+            crate::federation::edus::receipt(s, &receipt).await;
         }
     }
     Ok(())

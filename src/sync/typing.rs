@@ -33,6 +33,9 @@ pub async fn set_typing(
     if changed {
         s.notifier.notify_typing(room_id);
     }
+    if changed || timeout.is_some() {
+        crate::federation::edus::typing(s, room_id, user_id, timeout.is_some()).await;
+    }
     Ok(())
 }
 

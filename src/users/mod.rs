@@ -178,8 +178,11 @@ pub async fn set_profile(
 }
 
 /// A user's whole profile: `displayname`, `avatar_url` and custom fields. `M_NOT_FOUND` for
-/// users this server does not know.
+/// users this server does not know; users of other servers are asked for over federation.
 pub async fn profile(s: &Services, user_id: &UserId) -> Result<serde_json::Map<String, Value>> {
+    if !s.is_local(user_id) && s.federation.is_some() {
+        return crate::federation::query::profile(s, user_id, None).await;
+    }
     let account = match s.db.account(user_id.as_str()).await? {
         Some(a) if s.is_local(user_id) => a,
         _ => return Err(Error::not_found("Profile not found")),

@@ -47,6 +47,7 @@ pub async fn set(
         users.push(user_id.to_string());
     }
     s.notifier.notify_users(&users, pos);
+    crate::federation::edus::presence(s, user_id.as_str()).await;
     Ok(())
 }
 
@@ -89,6 +90,9 @@ pub async fn sweep(s: &Services) -> Result<usize> {
     let (changed, pos) = s.db.mark_presence_offline(&stale, before).await?;
     if !changed.is_empty() {
         s.notifier.notify_global(pos);
+    }
+    for user in &changed {
+        crate::federation::edus::presence(s, user).await;
     }
     Ok(changed.len())
 }

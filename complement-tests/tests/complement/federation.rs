@@ -1187,6 +1187,14 @@ async fn synapse_starts_and_registers() {
         resp.0, 401,
         "synapse accepted a request signed with an unpublished key: {resp:?}"
     );
+    // Synapse's complaints about the generated config (if any), for whoever reads the output.
+    let log = std::fs::read_to_string(syn.log_path()).unwrap_or_default();
+    for line in log
+        .lines()
+        .filter(|l| l.contains(" - WARNING - ") || l.contains(" - ERROR - "))
+    {
+        println!("synapse: {line}");
+    }
 }
 
 async fn synapse_joins_ganglion_room(b: Backend) {

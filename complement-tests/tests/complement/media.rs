@@ -724,10 +724,16 @@ async fn async_upload_rules(b: Backend) {
     // Too many pending ids: rate limited (default cap 10).
     let mut limited = false;
     for _ in 0..12 {
-        let (status, body) = bob
-            .try_request(Method::POST, "/_matrix/media/v1/create", Some(&json!({})))
-            .await
-            .expect("create");
+        // Not through the harness client: it would wait out the 429 and retry.
+        let resp = authed(
+            &bob,
+            http().post(format!("{}/_matrix/media/v1/create", bob.base)),
+        )
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("create");
+        let (status, body) = err_of(resp).await;
         if status == 429 {
             assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED", "{body}");
             limited = true;

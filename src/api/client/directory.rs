@@ -90,13 +90,19 @@ async fn set_visibility(
     Ok(Json(json!({})))
 }
 
-/// Only this server's directory is served (no federation queries for other servers' lists).
-fn check_server(s: &Services, server: Option<&ServerName>) -> Result<()> {
+/// Another server's directory is asked for over federation: returns that server, or `None`
+/// for ours.
+fn check_server<'a>(s: &Services, server: Option<&'a ServerName>) -> Result<Option<&'a ServerName>> {
     match server {
-        Some(name) if name != s.config.server_name => Err(Error::invalid_param(
-            "Only this server's room directory is available",
-        )),
-        _ => Ok(()),
+        Some(name) if name != s.config.server_name => {
+            if s.federation.is_none() {
+                return Err(Error::invalid_param(
+                    "Only this server's room directory is available",
+                ));
+            }
+            Ok(Some(name))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -113,7 +119,15 @@ async fn public_rooms_get(
     State(s): State<AppState>,
     req: Ruma<get_public_rooms::v3::Request>,
 ) -> JsonResult {
-    check_server(&s, req.body.server.as_deref())?;
+    if let Some(server) = check_server(&s, req.body.server.as_deref())? {
+        let b = &req.body;
+        return Ok(Json(
+            crate::federation::query::public_rooms(
+                &s, server, b.limit, b.since.clone(), None, Vec::new(), RoomNetwork::Matrix,
+            )
+            .await?,
+        ));
+    }
     let q = PublicRoomsQuery {
         limit: limit_of(req.body.limit),
         since: req.body.since.clone(),
@@ -126,7 +140,21 @@ async fn public_rooms_post(
     State(s): State<AppState>,
     req: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> JsonResult {
-    check_server(&s, req.body.server.as_deref())?;
+    if let Some(server) = check_server(&s, req.body.server.as_deref())? {
+        let b = &req.body;
+        return Ok(Json(
+            crate::federation::query::public_rooms(
+                &s,
+                server,
+                b.limit,
+                b.since.clone(),
+                b.filter.generic_search_term.clone(),
+                b.filter.room_types.clone(),
+                b.room_network.clone(),
+            )
+            .await?,
+        ));
+    }
     if let RoomNetwork::ThirdParty(_) = req.body.room_network {
         return Ok(Json(empty_directory()));
     }

@@ -33,15 +33,30 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 }
 
 pub async fn resolve_room(s: &Services, id_or_alias: &RoomOrAliasId) -> Result<OwnedRoomId> {
+    Ok(resolve_room_and_servers(s, id_or_alias).await?.0)
+}
+
+/// A room id, or an alias resolved here or (for another server's alias) by its server, with the
+/// servers that alias names as able to help joining.
+pub async fn resolve_room_and_servers(
+    s: &Services,
+    id_or_alias: &RoomOrAliasId,
+) -> Result<(OwnedRoomId, Vec<ruma::OwnedServerName>)> {
     if id_or_alias.is_room_id() {
-        return OwnedRoomId::try_from(id_or_alias.as_str())
-            .map_err(|_| Error::invalid_param("Invalid room id"));
+        let id = OwnedRoomId::try_from(id_or_alias.as_str())
+            .map_err(|_| Error::invalid_param("Invalid room id"))?;
+        return Ok((id, Vec::new()));
+    }
+    let alias = ruma::OwnedRoomAliasId::try_from(id_or_alias.as_str())
+        .map_err(|_| Error::invalid_param("Invalid room alias"))?;
+    if alias.server_name() != s.config.server_name && s.federation.is_some() {
+        return crate::federation::remote::query_alias(s, &alias).await;
     }
     let (room, _) =
         s.db.resolve_alias(id_or_alias.as_str())
             .await?
             .ok_or_else(|| Error::not_found("Room alias not found"))?;
-    OwnedRoomId::try_from(room).map_err(Error::internal)
+    Ok((OwnedRoomId::try_from(room).map_err(Error::internal)?, Vec::new()))
 }
 
 fn reason(json: &Option<Value>) -> Option<String> {
@@ -68,8 +83,16 @@ async fn join_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> JsonResult {
     let a = req.user()?;
-    let room_id = resolve_room(&s, &req.body.room_id_or_alias).await?;
-    membership::join(&s, &room_id, &a.user_id, reason(&req.json).as_deref()).await?;
+    let (room_id, mut servers) = resolve_room_and_servers(&s, &req.body.room_id_or_alias).await?;
+    servers.extend(req.body.via.iter().cloned());
+    membership::join_via(
+        &s,
+        &room_id,
+        &a.user_id,
+        reason(&req.json).as_deref(),
+        &servers,
+    )
+    .await?;
     Ok(Json(json!({"room_id": room_id})))
 }
 
