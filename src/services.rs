@@ -79,9 +79,9 @@ impl Services {
 
     /// The federation services, or a Matrix error when federation is switched off.
     pub fn federation(&self) -> Result<&crate::federation::Federation> {
-        self.federation.as_ref().ok_or_else(|| {
-            Error::forbidden("Federation is disabled on this server")
-        })
+        self.federation
+            .as_ref()
+            .ok_or_else(|| Error::forbidden("Federation is disabled on this server"))
     }
 
     pub fn server_name(&self) -> &str {

@@ -101,6 +101,8 @@ mod create_room;
 mod devices;
 #[path = "complement/directory.rs"]
 mod directory;
+#[path = "complement/federation.rs"]
+mod federation;
 #[path = "complement/filters.rs"]
 mod filters;
 #[path = "complement/keys.rs"]

@@ -24,13 +24,13 @@ pub mod discovery;
 pub mod error;
 pub mod keyring;
 pub mod keys;
-pub mod tls;
 pub mod pdu;
 pub mod pdu_checks;
-pub mod sender;
 pub mod request_auth;
+pub mod sender;
+pub mod tls;
 
 pub use client::{FederationClient, FederationConfig};
 pub use error::{FederationError, KeyringError, RequestAuthError};
-pub use keys::{KeyError, ServerSigningKey};
 pub use keyring::{KeyStore, Keyring, KeyringConfig, StoredKey};
+pub use keys::{KeyError, ServerSigningKey};

@@ -2,8 +2,8 @@
 
 pub mod admin;
 pub mod client;
-pub mod federation;
 pub mod extract;
+pub mod federation;
 
 use axum::{
     Router,

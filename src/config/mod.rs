@@ -60,7 +60,7 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationConfig {
     /// Open self-registration. Defaults to on only when every client listener is on loopback.
@@ -201,16 +201,6 @@ impl Default for DatabaseConfig {
         }
     }
 }
-impl Default for RegistrationConfig {
-    fn default() -> Self {
-        Self {
-            enabled: None,
-            shared_secret: None,
-            require_token: false,
-            tokens: Vec::new(),
-        }
-    }
-}
 impl Default for RoomsConfig {
     fn default() -> Self {
         Self {
@@ -323,7 +313,9 @@ impl Config {
                     "federation.listen: required when federation.enabled = true".into(),
                 ));
             }
-            if self.federation.inbound_requests_per_second == 0 || self.federation.inbound_burst == 0 {
+            if self.federation.inbound_requests_per_second == 0
+                || self.federation.inbound_burst == 0
+            {
                 return Err(ConfigError(
                     "federation.inbound_requests_per_second / inbound_burst: must be at least 1"
                         .into(),

@@ -22,7 +22,7 @@ use crate::{
     error::{Error, Result},
     rooms::{
         Pdu,
-        writer::{PersistJob, RemoteWrite},
+        writer::{ExtraSnapshot, NewSnapshot, PersistJob, RemoteWrite},
     },
     services::Services,
     storage::state::{Snapshot, StateMap, compute_snapshot},
@@ -89,7 +89,7 @@ async fn handle_pdu_at_depth(
 
     // 1. Authorised by its own auth events (fetched when missing)?
     ensure_auth_events(s, origin, room_id, &rules, &pdu, 0).await?;
-    let auth: Vec<Pdu> = s.db.get_pdus(&ids_of(&pdu.auth_events)).await?;
+    let auth = auth_events_of(s, &rules, &pdu).await?;
     if let Err(why) = check_against_auth_events(&rules, &pdu, &auth) {
         tracing::info!(%event_id, %why, "rejected: not authorised by its auth events");
         pdu.rejected = true;
@@ -111,6 +111,18 @@ async fn handle_pdu_at_depth(
         return Ok((event_id, Outcome::Accepted));
     }
     persist_timeline_event(s, &rules, pdu, before).await
+}
+
+/// The event's auth events, and (room version 12, where the create event is not listed but its
+/// id is the room id's) the create event.
+async fn auth_events_of(s: &Services, rules: &RoomVersionRules, pdu: &Pdu) -> Result<Vec<Pdu>> {
+    let mut ids = ids_of(&pdu.auth_events);
+    if rules.authorization.room_create_event_id_as_room_id
+        && pdu.kind != ruma::events::TimelineEventType::RoomCreate
+    {
+        ids.push(format!("${}", pdu.room_id.as_str().trim_start_matches('!')));
+    }
+    s.db.get_pdus(&ids).await
 }
 
 fn ids_of(ids: &[OwnedEventId]) -> Vec<String> {
@@ -205,7 +217,7 @@ pub async fn store_auth_chain(
         let Some(mut pdu) = pdus.remove(&id) else {
             continue;
         };
-        let auth = s.db.get_pdus(&ids_of(&pdu.auth_events)).await?;
+        let auth = auth_events_of(s, rules, &pdu).await?;
         if let Err(why) = check_against_auth_events(rules, &pdu, &auth) {
             tracing::info!(event_id = %pdu.event_id, %why, "auth event rejected");
             pdu.rejected = true;
@@ -267,12 +279,12 @@ pub async fn check_against_state(
         .iter()
         .filter_map(|p| Some(((p.kind.to_string(), p.state_key.clone()?), p)))
         .collect();
-    Ok(ruma::state_res::check_state_dependent_auth_rules(
-        &rules.authorization,
-        pdu,
-        |t, k| by_key.get(&(t.to_string(), k.to_owned())).copied(),
+    Ok(
+        ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, |t, k| {
+            by_key.get(&(t.to_string(), k.to_owned())).copied()
+        })
+        .map_err(|e| e.to_string()),
     )
-    .map_err(|e| e.to_string()))
 }
 
 /// The state before an event: the state after its only prev event, or the resolution of the
@@ -383,8 +395,15 @@ async fn fetch_missing_prev_events(
         .collect();
     events.sort_by_key(|(d, _)| *d);
     for (_, ev) in events {
-        if let Err(e) =
-            Box::pin(handle_pdu_at_depth(s, origin, room_id, ev, depth + 1, false)).await
+        if let Err(e) = Box::pin(handle_pdu_at_depth(
+            s,
+            origin,
+            room_id,
+            ev,
+            depth + 1,
+            false,
+        ))
+        .await
         {
             tracing::info!("missing event from {origin} refused: {e}");
         }
@@ -462,12 +481,7 @@ fn snapshot_after(
     s: &Services,
     pdu: &Pdu,
     before: &StateBefore,
-) -> (
-    i64,
-    Arc<Snapshot>,
-    Option<(Arc<Snapshot>, Vec<(String, String)>)>,
-    Vec<(i64, Arc<Snapshot>, Vec<(String, String)>)>,
-) {
+) -> (i64, Arc<Snapshot>, Option<NewSnapshot>, Vec<ExtraSnapshot>) {
     let mut extra = Vec::new();
     // The base: the stored snapshot of the state before, or a new one for a resolved state.
     let (base_id, base) = match &before.snapshot {
@@ -490,7 +504,12 @@ fn snapshot_after(
             let change = ((pdu.kind.to_string(), sk.clone()), pdu.event_id.to_string());
             let (snap, blocks) = compute_snapshot(Some(&base), &[change]);
             let snap = Arc::new(snap);
-            (s.db.next_snapshot_id(), snap.clone(), Some((snap, blocks)), extra)
+            (
+                s.db.next_snapshot_id(),
+                snap.clone(),
+                Some((snap, blocks)),
+                extra,
+            )
         }
         None => (base_id, base, None, extra),
     }
@@ -558,13 +577,15 @@ async fn persist_timeline_event(
         let (new_current, current_snapshot) = if extremities.is_subset(&prevs) {
             (after.map.clone(), after_id)
         } else {
-            let resolved = state_res::resolve(&s.db, rules, vec![current.clone(), after.map.clone()])
-                .await?;
+            let resolved =
+                state_res::resolve(&s.db, rules, vec![current.clone(), after.map.clone()]).await?;
             if resolved == after.map {
                 (resolved, after_id)
             } else {
-                let entries: Vec<((String, String), String)> =
-                    resolved.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let entries: Vec<((String, String), String)> = resolved
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 let (snap, blocks) = compute_snapshot(None, &entries);
                 let id = s.db.next_snapshot_id();
                 extra.push((id, Arc::new(snap), blocks));

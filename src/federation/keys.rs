@@ -84,7 +84,9 @@ pub async fn verify_keys_for(
         .collect();
     let refs: Vec<&ServerSigningKeyId> = ids.iter().map(|i| i.as_ref()).collect();
     let at = match at_ms {
-        Some(ms) => MilliSecondsSinceUnixEpoch(UInt::new_saturating(u64::try_from(ms).unwrap_or(0))),
+        Some(ms) => {
+            MilliSecondsSinceUnixEpoch(UInt::new_saturating(u64::try_from(ms).unwrap_or(0)))
+        }
         None => MilliSecondsSinceUnixEpoch::now(),
     };
     fed.keyring

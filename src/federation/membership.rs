@@ -5,11 +5,11 @@
 use std::{collections::HashSet, sync::Arc};
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName,
-    RoomId, RoomVersionId, ServerName, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId,
+    RoomVersionId, ServerName, UserId,
     api::federation::membership::{
-        RawStrippedState, create_invite, create_join_event, create_leave_event,
-        prepare_join_event, prepare_leave_event,
+        RawStrippedState, create_invite, create_join_event, create_leave_event, prepare_join_event,
+        prepare_leave_event,
     },
 };
 use serde_json::{Value, json, value::RawValue};
@@ -168,7 +168,8 @@ async fn finish_remote_join(
         crate::storage::Db::insert_room(&mut tx, room_id.as_str(), version.as_str(), "").await?;
         tx.commit().await?;
     }
-    let req = create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw(&signed)?);
+    let req =
+        create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw(&signed)?);
     let resp = fed
         .client
         .send(server, req)
@@ -211,7 +212,9 @@ async fn finish_remote_join(
         }
     }
     if !state.contains_key(&("m.room.create".to_owned(), String::new())) {
-        return Err(Error::bad_json(format!("{server} sent a room state without a create event")));
+        return Err(Error::bad_json(format!(
+            "{server} sent a room state without a create event"
+        )));
     }
 
     let (checked_id, checked) = remote::verify_pdu(s, room_id, join_obj).await?;
@@ -235,10 +238,7 @@ async fn persist_join_with_state(s: &Services, mut pdu: Pdu, before: StateMap) -
     let sk = pdu.state_key.clone().unwrap_or_default();
     let (after, after_blocks) = compute_snapshot(
         Some(&before_snap),
-        &[(
-            (pdu.kind.to_string(), sk),
-            pdu.event_id.to_string(),
-        )],
+        &[((pdu.kind.to_string(), sk), pdu.event_id.to_string())],
     );
     let after_id = s.db.next_snapshot_id();
     let after = Arc::new(after);
@@ -307,8 +307,11 @@ pub async fn remote_leave(
         let template = parse_obj(&made.event)?;
         let (event_id, signed) =
             sign_template(s, &version, template, user, &serde_json::Map::new())?;
-        let req =
-            create_leave_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw(&signed)?);
+        let req = create_leave_event::v2::Request::new(
+            room_id.to_owned(),
+            event_id.clone(),
+            raw(&signed)?,
+        );
         if let Err(e) = fed.client.send(server, req).await {
             last_err = remote_err(server, e);
             continue;
@@ -355,7 +358,9 @@ pub async fn make_membership_template(
     versions: Option<&[RoomVersionId]>,
 ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
     if user.server_name() != origin {
-        return Err(Error::forbidden("The user does not belong to the requesting server"));
+        return Err(Error::forbidden(
+            "The user does not belong to the requesting server",
+        ));
     }
     let (version, rules) = crate::rooms::room_rules(&s.db, room_id).await?;
     if let Some(vs) = versions
@@ -374,7 +379,11 @@ pub async fn make_membership_template(
     let lock = s.room_locks.get(room_id);
     let mut guard = lock.lock().await;
     let head: &RoomHead = crate::rooms::head_of(s, room_id, &mut guard).await?;
-    let ev = NewEvent::state("m.room.member", user.as_str(), json!({"membership": membership}));
+    let ev = NewEvent::state(
+        "m.room.member",
+        user.as_str(),
+        json!({"membership": membership}),
+    );
     let (obj, auth_pdus, _) =
         crate::rooms::skeleton(s, head, room_id, user, &ev, origin.as_str()).await?;
     // Would it pass? Refuse now rather than after the remote server signed it.
@@ -385,20 +394,21 @@ pub async fn make_membership_template(
     )?;
     let by_key: std::collections::HashMap<(String, String), &Pdu> =
         auth_pdus.iter().map(|(k, p)| (k.clone(), p)).collect();
-    if let Err(e) = ruma::state_res::check_state_dependent_auth_rules(
-        &rules.authorization,
-        &probe,
-        |t, k| by_key.get(&(t.to_string(), k.to_owned())).copied(),
-    ) {
-        return Err(Error::forbidden(format!("You are not allowed to {membership}: {e}")));
+    if let Err(e) =
+        ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &probe, |t, k| {
+            by_key.get(&(t.to_string(), k.to_owned())).copied()
+        })
+    {
+        return Err(Error::forbidden(format!(
+            "You are not allowed to {membership}: {e}"
+        )));
     }
     Ok((version, obj))
 }
 
 /// Whether this server has a joined member in the room (it can answer for it).
 pub async fn participating(s: &Services, room_id: &RoomId) -> Result<bool> {
-    Ok(s
-        .db
+    Ok(s.db
         .joined_servers(room_id.as_str())
         .await?
         .iter()
@@ -430,7 +440,9 @@ pub async fn accept_membership(
         .and_then(|u| ruma::OwnedUserId::try_from(u).ok())
         .ok_or_else(|| Error::bad_json("event without a valid sender"))?;
     if sender.server_name() != origin {
-        return Err(Error::forbidden("The sender does not belong to the requesting server"));
+        return Err(Error::forbidden(
+            "The sender does not belong to the requesting server",
+        ));
     }
     let state_key = obj.get("state_key").and_then(CanonicalJsonValue::as_str);
     if state_key != Some(sender.as_str()) {
@@ -477,7 +489,11 @@ pub async fn state_and_auth_chain_before(
     let state_pdus = s.db.get_pdus(&ids).await?;
     let mut chain_from: Vec<String> = ids.clone();
     chain_from.push(pdu.event_id.to_string());
-    let chain_ids: Vec<String> = s.db.auth_chain_ids(&chain_from).await?.into_iter().collect();
+    let chain_ids: Vec<String> =
+        s.db.auth_chain_ids(&chain_from)
+            .await?
+            .into_iter()
+            .collect();
     let chain = s.db.get_pdus(&chain_ids).await?;
     Ok((state_pdus, chain))
 }
@@ -486,7 +502,9 @@ pub async fn state_and_auth_chain_before(
 /// after the event less its own entry (restored from a prev event's state).
 pub async fn state_before_event(s: &Services, pdu: &Pdu) -> Result<StateMap> {
     if pdu.prev_events.len() == 1
-        && let Some(snap) = s.db.snapshot_after_event(pdu.prev_events[0].as_str()).await?
+        && let Some(snap) =
+            s.db.snapshot_after_event(pdu.prev_events[0].as_str())
+                .await?
     {
         return Ok(s.db.load_snapshot(snap).await?.map.clone());
     }
@@ -515,11 +533,10 @@ pub async fn joined_state(
     event_id: &OwnedEventId,
     omit_members: bool,
 ) -> Result<JoinedState> {
-    let pdu = s
-        .db
-        .get_pdu(event_id.as_str())
-        .await?
-        .ok_or_else(|| Error::not_found("Unknown event"))?;
+    let pdu =
+        s.db.get_pdu(event_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("Unknown event"))?;
     let servers_in_room = s.db.joined_servers(pdu.room_id.as_str()).await?;
     // With members omitted, the heroes (a few members) are still sent when the room has no name.
     let keep: Vec<String> = Vec::new();
@@ -574,7 +591,9 @@ pub async fn accept_invite(
         .and_then(|u| ruma::OwnedUserId::try_from(u).ok())
         .is_some_and(|u| u.server_name() == origin);
     if !sender_ok {
-        return Err(Error::forbidden("The inviter does not belong to the requesting server"));
+        return Err(Error::forbidden(
+            "The inviter does not belong to the requesting server",
+        ));
     }
     // The room is known from now on (its version decides how its events are checked).
     {
@@ -597,10 +616,7 @@ pub async fn accept_invite(
         // We are in the room already: the invite arrives as a normal event too.
         return Ok(obj);
     }
-    let mut stripped: Vec<Value> = invite_room_state
-        .iter()
-        .filter_map(stripped_of)
-        .collect();
+    let mut stripped: Vec<Value> = invite_room_state.iter().filter_map(stripped_of).collect();
     stripped.push(pdu.to_stripped());
     let text = serde_json::to_string(&stripped)?;
     {
@@ -653,7 +669,10 @@ pub async fn send_remote_invite(
         event_id.clone(),
         version.clone(),
         raw(obj)?,
-        stripped_state.into_iter().map(RawStrippedState::Pdu).collect(),
+        stripped_state
+            .into_iter()
+            .map(RawStrippedState::Pdu)
+            .collect(),
     );
     let resp = fed
         .client
@@ -666,7 +685,9 @@ pub async fn send_remote_invite(
     let returned = parse_obj(&resp.event)?;
     let (id, checked) = remote::verify_pdu(s, room_id, returned).await?;
     if &id != event_id {
-        return Err(Error::bad_json(format!("{invitee_server} changed the invite event")));
+        return Err(Error::bad_json(format!(
+            "{invitee_server} changed the invite event"
+        )));
     }
     Ok(checked)
 }

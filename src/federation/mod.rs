@@ -9,10 +9,10 @@ pub mod acl;
 pub mod edus;
 pub mod incoming;
 pub mod keys;
+pub mod membership;
 pub mod query;
 pub mod remote;
-pub mod state_res;
-pub mod membership;
 pub mod service;
+pub mod state_res;
 
 pub use service::Federation;

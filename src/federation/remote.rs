@@ -5,7 +5,8 @@
 use ruma::{
     CanonicalJsonObject, OwnedEventId, RoomId, ServerName, UInt,
     api::federation::{
-        authorization::get_event_authorization, backfill::get_backfill,
+        authorization::get_event_authorization,
+        backfill::get_backfill,
         event::{get_event, get_missing_events, get_room_state_ids},
     },
     signatures::PublicKeyMap,
@@ -40,11 +41,10 @@ pub async fn verify_pdu(
     room_id: &RoomId,
     raw: CanonicalJsonObject,
 ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
-    let version = s
-        .db
-        .room_version(room_id.as_str())
-        .await?
-        .ok_or_else(|| Error::not_found("Unknown room"))?;
+    let version =
+        s.db.room_version(room_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("Unknown room"))?;
     let version = ruma::RoomVersionId::try_from(version.as_str()).map_err(Error::internal)?;
     let prepared = ganglion_federation::pdu_checks::prepare_pdu(raw, &version)
         .map_err(|e| Error::bad_json(format!("invalid PDU: {e}")))?;
@@ -133,8 +133,11 @@ pub async fn get_missing_events(
     latest: &[OwnedEventId],
     limit: u64,
 ) -> Result<Vec<CanonicalJsonObject>> {
-    let mut req =
-        get_missing_events::v1::Request::new(room_id.to_owned(), earliest.to_vec(), latest.to_vec());
+    let mut req = get_missing_events::v1::Request::new(
+        room_id.to_owned(),
+        earliest.to_vec(),
+        latest.to_vec(),
+    );
     req.limit = UInt::new(limit).unwrap_or(UInt::MIN);
     let resp = s
         .federation()?

@@ -65,11 +65,10 @@ pub async fn resolve(db: &Db, rules: &RoomVersionRules, states: Vec<StateMap>) -
         })
         .collect();
     let auth_rules = rules.authorization.clone();
-    let res_rules = rules
+    let res_rules = *rules
         .state_res
         .v2_rules()
-        .ok_or_else(|| Error::internal("room version has no state resolution v2 rules"))?
-        .clone();
+        .ok_or_else(|| Error::internal("room version has no state resolution v2 rules"))?;
 
     let resolved = tokio::task::spawn_blocking(move || {
         ruma::state_res::resolve(

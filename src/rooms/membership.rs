@@ -212,12 +212,11 @@ pub async fn set_membership(
         let servers =
             crate::federation::membership::candidate_servers(s, room_id, target, &[]).await?;
         crate::federation::membership::remote_leave(s, room_id, target, &servers).await?;
-        let event_id = s
-            .db
-            .membership(room_id.as_str(), target.as_str())
-            .await?
-            .map(|m| m.event_id)
-            .unwrap_or_default();
+        let event_id =
+            s.db.membership(room_id.as_str(), target.as_str())
+                .await?
+                .map(|m| m.event_id)
+                .unwrap_or_default();
         return s
             .db
             .get_pdu(&event_id)

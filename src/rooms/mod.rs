@@ -3,6 +3,7 @@
 
 pub mod create;
 pub mod directory;
+pub mod hierarchy;
 pub mod membership;
 pub mod pdu;
 pub mod receipts;
@@ -71,11 +72,11 @@ async fn load_head(s: &Services, room_id: &RoomId) -> Result<RoomHead> {
     // The resolved current state when the room has one recorded, else the latest event's.
     let snapshot_id = match s.db.current_snapshot(room_id.as_str()).await? {
         Some(id) => id,
-        None => s
-            .db
-            .latest_snapshot_id(room_id.as_str())
-            .await?
-            .ok_or_else(|| Error::not_found("Room has no state"))?,
+        None => {
+            s.db.latest_snapshot_id(room_id.as_str())
+                .await?
+                .ok_or_else(|| Error::not_found("Room has no state"))?
+        }
     };
     let snapshot = s.db.load_snapshot(snapshot_id).await?;
     let extremities = s.db.forward_extremities(room_id).await?;
@@ -435,7 +436,11 @@ fn remote_invitee(s: &Services, pdu: &Pdu) -> Option<ruma::OwnedUserId> {
     if pdu.kind != TimelineEventType::RoomMember {
         return None;
     }
-    let invite = pdu.content_value().get("membership").and_then(Value::as_str) == Some("invite");
+    let invite = pdu
+        .content_value()
+        .get("membership")
+        .and_then(Value::as_str)
+        == Some("invite");
     let user = ruma::OwnedUserId::try_from(pdu.state_key.as_deref()?).ok()?;
     (invite && user.server_name() != s.config.server_name).then_some(user)
 }

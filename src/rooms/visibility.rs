@@ -25,7 +25,7 @@ pub async fn filter_visible(db: &Db, user_id: &str, events: Vec<Pdu>) -> Result<
         let Some(snap_id) = ev.state_after else {
             continue;
         };
-        if !memo.contains_key(&snap_id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = memo.entry(snap_id) {
             let snap = db.load_snapshot(snap_id).await?;
             let membership = match snap
                 .map
@@ -55,7 +55,7 @@ pub async fn filter_visible(db: &Db, user_id: &str, events: Vec<Pdu>) -> Result<
                     .unwrap_or_else(|| "shared".into()),
                 None => "shared".into(),
             };
-            memo.insert(snap_id, (membership, vis));
+            slot.insert((membership, vis));
         }
         let (membership, vis) = &memo[&snap_id];
         // A user's own membership event is always visible to them.

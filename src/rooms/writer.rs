@@ -22,6 +22,11 @@ use crate::{
 /// The most events one transaction takes.
 const MAX_BATCH: usize = 512;
 
+/// A state snapshot to store and the content-addressed blocks it introduces.
+pub type NewSnapshot = (Arc<Snapshot>, Vec<(String, String)>);
+/// A further snapshot to store with an event: its id, the snapshot and its new blocks.
+pub type ExtraSnapshot = (i64, Arc<Snapshot>, Vec<(String, String)>);
+
 pub struct PersistJob {
     pub pdu: Pdu,
     /// For events that came from another server: how to store them. `None` for local events,
@@ -30,7 +35,7 @@ pub struct PersistJob {
     /// Snapshot after the event: the base snapshot for a message, a new one for a state event.
     pub state_after: Option<i64>,
     /// For a state event: the new snapshot and the blocks it introduces.
-    pub new_snapshot: Option<(Arc<Snapshot>, Vec<(String, String)>)>,
+    pub new_snapshot: Option<NewSnapshot>,
     pub txn: Option<ClientTxn>,
     /// The room head generation this event was built on.
     pub generation: u64,
@@ -54,7 +59,7 @@ pub struct RemoteWrite {
     pub current_snapshot: Option<i64>,
     /// Further snapshots to store with the event (the resolved state before it, the room's
     /// resolved current state): id, snapshot, new blocks.
-    pub extra_snapshots: Vec<(i64, Arc<Snapshot>, Vec<(String, String)>)>,
+    pub extra_snapshots: Vec<ExtraSnapshot>,
 }
 
 /// Who to tell that the outbound queue has new items for some servers.
@@ -342,5 +347,14 @@ async fn set_membership_from_event(
         .and_then(Value::as_str)
         .unwrap_or("leave")
         .to_owned();
-    Db::set_membership(tx, p.room_id.as_str(), user, &membership, event_id, &sender, pos).await
+    Db::set_membership(
+        tx,
+        p.room_id.as_str(),
+        user,
+        &membership,
+        event_id,
+        &sender,
+        pos,
+    )
+    .await
 }

@@ -174,10 +174,7 @@ impl Db {
         term: &str,
         limit: i64,
     ) -> Result<Vec<(String, Option<String>, Option<String>)>> {
-        let pattern = format!(
-            "%{}%",
-            term.to_lowercase().replace('%', "").replace('_', "")
-        );
+        let pattern = format!("%{}%", term.to_lowercase().replace(['%', '_'], ""));
         let rows = sqlx::query(
             "SELECT u.user_id, u.displayname, u.avatar_url FROM users u
              WHERE u.deactivated = 0 AND (LOWER(u.user_id) LIKE $1 OR LOWER(COALESCE(u.displayname, '')) LIKE $1)

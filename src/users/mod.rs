@@ -1,6 +1,7 @@
 //! Accounts: registration, login, passwords, tokens, deactivation, profiles.
 
 pub mod devices;
+pub mod openid;
 pub mod password;
 pub mod presence;
 pub mod register;

@@ -416,7 +416,7 @@ async fn thumbnail_crop_and_scale(b: Backend) {
     let resp = thumbnail(&alice, &uri, "width=50&height=50&method=scale").await;
     assert_eq!(resp.status(), 200);
     let (w, h) = png_size(&resp.bytes().await.expect("body"));
-    assert!(w >= 50 && w <= 200 && w == 2 * h, "scale gave {w}x{h}");
+    assert!((50..=200).contains(&w) && w == 2 * h, "scale gave {w}x{h}");
 
     // No upscaling.
     let resp = thumbnail(&alice, &uri, "width=1000&height=1000&method=scale").await;

@@ -92,7 +92,10 @@ async fn set_visibility(
 
 /// Another server's directory is asked for over federation: returns that server, or `None`
 /// for ours.
-fn check_server<'a>(s: &Services, server: Option<&'a ServerName>) -> Result<Option<&'a ServerName>> {
+fn check_server<'a>(
+    s: &Services,
+    server: Option<&'a ServerName>,
+) -> Result<Option<&'a ServerName>> {
     match server {
         Some(name) if name != s.config.server_name => {
             if s.federation.is_none() {
@@ -123,7 +126,13 @@ async fn public_rooms_get(
         let b = &req.body;
         return Ok(Json(
             crate::federation::query::public_rooms(
-                &s, server, b.limit, b.since.clone(), None, Vec::new(), RoomNetwork::Matrix,
+                &s,
+                server,
+                b.limit,
+                b.since.clone(),
+                None,
+                Vec::new(),
+                RoomNetwork::Matrix,
             )
             .await?,
         ));

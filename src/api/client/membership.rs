@@ -56,7 +56,10 @@ pub async fn resolve_room_and_servers(
         s.db.resolve_alias(id_or_alias.as_str())
             .await?
             .ok_or_else(|| Error::not_found("Room alias not found"))?;
-    Ok((OwnedRoomId::try_from(room).map_err(Error::internal)?, Vec::new()))
+    Ok((
+        OwnedRoomId::try_from(room).map_err(Error::internal)?,
+        Vec::new(),
+    ))
 }
 
 fn reason(json: &Option<Value>) -> Option<String> {

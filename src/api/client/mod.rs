@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod keys;
 pub mod media;
 pub mod membership;
+pub mod openid;
 pub mod presence;
 pub mod profile;
 pub mod push_rules;
@@ -40,6 +41,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = relations::routes(r);
     let r = rooms::routes(r);
     let r = membership::routes(r);
+    let r = openid::routes(r);
     let r = typing::routes(r);
     sync::routes(r)
 }

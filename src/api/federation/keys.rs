@@ -45,7 +45,9 @@ async fn notary_get(
         .notary_query_server(&req.body.server_name, Some(req.body.minimum_valid_until_ts))
         .await
         .map_err(keyring_err)?;
-    Ok(RumaResponse(get_remote_server_keys::v2::Response::new(keys)))
+    Ok(RumaResponse(get_remote_server_keys::v2::Response::new(
+        keys,
+    )))
 }
 
 async fn notary_post(
@@ -58,7 +60,9 @@ async fn notary_post(
         .notary_query(&req.body.server_keys)
         .await
         .map_err(keyring_err)?;
-    Ok(RumaResponse(get_remote_server_keys_batch::v2::Response::new(keys)))
+    Ok(RumaResponse(
+        get_remote_server_keys_batch::v2::Response::new(keys),
+    ))
 }
 
 async fn version(

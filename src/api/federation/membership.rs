@@ -56,9 +56,15 @@ async fn send_join(
     let origin = req.origin()?;
     let room_id = &req.body.room_id;
     super::check_server_acl(&s, room_id, origin).await?;
-    let event_id =
-        fm::accept_membership(&s, origin, room_id, &req.body.event_id, &req.body.pdu, "join")
-            .await?;
+    let event_id = fm::accept_membership(
+        &s,
+        origin,
+        room_id,
+        &req.body.event_id,
+        &req.body.pdu,
+        "join",
+    )
+    .await?;
     let joined = fm::joined_state(&s, &event_id, req.body.omit_members).await?;
     let mut state = create_join_event::v2::RoomState::new();
     state.auth_chain = joined.auth_chain;
@@ -136,7 +142,15 @@ async fn send_knock(
     let origin = req.origin()?;
     let room_id = &req.body.room_id;
     super::check_server_acl(&s, room_id, origin).await?;
-    fm::accept_membership(&s, origin, room_id, &req.body.event_id, &req.body.pdu, "knock").await?;
+    fm::accept_membership(
+        &s,
+        origin,
+        room_id,
+        &req.body.event_id,
+        &req.body.pdu,
+        "knock",
+    )
+    .await?;
     // The knocking user sees the room's public state (as full PDUs since v1.16).
     let mut stripped = Vec::new();
     for kind in [
@@ -148,7 +162,8 @@ async fn send_knock(
         "m.room.canonical_alias",
         "m.room.encryption",
     ] {
-        if let Some(p) = crate::rooms::current_state_event(&s.db, room_id.as_str(), kind, "").await?
+        if let Some(p) =
+            crate::rooms::current_state_event(&s.db, room_id.as_str(), kind, "").await?
             && let Ok(raw) = serde_json::value::to_raw_value(&p.json)
         {
             stripped.push(RawStrippedState::Pdu(raw));

@@ -40,12 +40,11 @@ fn raw(p: &Pdu) -> Option<Box<RawValue>> {
 async fn check_origin_in_room(s: &Services, room_id: &RoomId, origin: &ServerName) -> Result<()> {
     super::check_server_acl(s, room_id, origin).await?;
     let suffix = format!(":{origin}");
-    let known = s
-        .db
-        .room_members(room_id.as_str())
-        .await?
-        .iter()
-        .any(|m| m.user_id.ends_with(&suffix) && m.membership != "invite");
+    let known =
+        s.db.room_members(room_id.as_str())
+            .await?
+            .iter()
+            .any(|m| m.user_id.ends_with(&suffix) && m.membership != "invite");
     if known {
         Ok(())
     } else {
@@ -65,11 +64,10 @@ async fn event(
     req: Ruma<get_event::v1::Request>,
 ) -> Result<RumaResponse<get_event::v1::Response>> {
     let origin = req.origin()?;
-    let pdu = s
-        .db
-        .get_pdu(req.body.event_id.as_str())
-        .await?
-        .ok_or_else(|| Error::not_found("Unknown event"))?;
+    let pdu =
+        s.db.get_pdu(req.body.event_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("Unknown event"))?;
     check_origin_in_room(&s, &pdu.room_id, origin).await?;
     let raw = raw(&pdu).ok_or_else(|| Error::internal("event unserialisable"))?;
     Ok(RumaResponse(get_event::v1::Response::new(
@@ -114,12 +112,11 @@ async fn event_auth(
     let origin = req.origin()?;
     check_origin_in_room(&s, &req.body.room_id, origin).await?;
     let pdu = room_event(&s, &req.body.room_id, &req.body.event_id).await?;
-    let ids: Vec<String> = s
-        .db
-        .auth_chain_ids(&[pdu.event_id.to_string()])
-        .await?
-        .into_iter()
-        .collect();
+    let ids: Vec<String> =
+        s.db.auth_chain_ids(&[pdu.event_id.to_string()])
+            .await?
+            .into_iter()
+            .collect();
     let chain = s.db.get_pdus(&ids).await?;
     Ok(RumaResponse(get_event_authorization::v1::Response::new(
         chain.iter().filter_map(raw).collect(),

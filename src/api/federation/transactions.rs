@@ -28,7 +28,9 @@ async fn send(
     let origin = req.origin()?.to_owned();
     let body = &req.body;
     if body.origin != origin {
-        return Err(Error::forbidden("The transaction's origin is not the signing server"));
+        return Err(Error::forbidden(
+            "The transaction's origin is not the signing server",
+        ));
     }
     if body.pdus.len() > MAX_PDUS || body.edus.len() > MAX_EDUS {
         return Err(Error::bad_json(format!(
@@ -36,9 +38,14 @@ async fn send(
         )));
     }
     let txn_id = body.transaction_id.as_str();
-    if let Some(stored) = s.db.federation_txn_response(origin.as_str(), txn_id).await? {
+    if let Some(stored) =
+        s.db.federation_txn_response(origin.as_str(), txn_id)
+            .await?
+    {
         let pdus: BTreeMap<OwnedEventId, Result<(), String>> = parse_stored(&stored);
-        return Ok(RumaResponse(send_transaction_message::v1::Response::new(pdus)));
+        return Ok(RumaResponse(send_transaction_message::v1::Response::new(
+            pdus,
+        )));
     }
 
     let mut results: BTreeMap<OwnedEventId, Result<(), String>> = BTreeMap::new();
