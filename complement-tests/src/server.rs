@@ -586,6 +586,14 @@ impl Server {
     }
 }
 
+/// How much of a failed test's server log to print: `GANGLION_TEST_LOG_LINES` (default 80).
+fn log_tail_lines() -> usize {
+    std::env::var("GANGLION_TEST_LOG_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(80)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill_child();
@@ -594,7 +602,7 @@ impl Drop for Server {
                 "--- ganglion log tail ({}, {}) ---\n{}\n--- end of log ---",
                 self.backend.name(),
                 self.server_name,
-                self.log_tail(80)
+                self.log_tail(log_tail_lines())
             );
         }
         if let Some(db) = self.pg_database.take() {

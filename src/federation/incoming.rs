@@ -335,7 +335,7 @@ async fn state_before(
             snapshot: single,
         });
     }
-    let map = state_res::resolve(&s.db, rules, states).await?;
+    let map = state_res::resolve(&s.db, rules, states, &[]).await?;
     Ok(StateBefore {
         map,
         snapshot: None,
@@ -577,8 +577,13 @@ async fn persist_timeline_event(
         let (new_current, current_snapshot) = if extremities.is_subset(&prevs) {
             (after.map.clone(), after_id)
         } else {
-            let resolved =
-                state_res::resolve(&s.db, rules, vec![current.clone(), after.map.clone()]).await?;
+            let resolved = state_res::resolve(
+                &s.db,
+                rules,
+                vec![current.clone(), after.map.clone()],
+                std::slice::from_ref(&pdu),
+            )
+            .await?;
             if resolved == after.map {
                 (resolved, after_id)
             } else {

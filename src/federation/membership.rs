@@ -463,7 +463,14 @@ pub async fn accept_membership(
         return Err(Error::bad_json("event id does not match the event"));
     }
     match outcome {
-        incoming::Outcome::Accepted | incoming::Outcome::Duplicate => Ok(id),
+        incoming::Outcome::Accepted => {
+            // The joining server talks only to us: the room's other servers hear it from us.
+            if let Some(pdu) = s.db.get_pdu(id.as_str()).await? {
+                super::outbound::forward_pdu(s, &pdu, origin).await?;
+            }
+            Ok(id)
+        }
+        incoming::Outcome::Duplicate => Ok(id),
         incoming::Outcome::SoftFailed => Err(Error::forbidden("The event is not allowed now")),
         incoming::Outcome::Rejected(why) => Err(Error::forbidden(format!("Rejected: {why}"))),
     }

@@ -10,6 +10,7 @@ pub mod edus;
 pub mod incoming;
 pub mod keys;
 pub mod membership;
+pub mod outbound;
 pub mod query;
 pub mod remote;
 pub mod service;

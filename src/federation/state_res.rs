@@ -14,8 +14,14 @@ use crate::{
 };
 
 /// Resolves several states of one room into one. A single state (or identical ones) is returned
-/// as it is.
-pub async fn resolve(db: &Db, rules: &RoomVersionRules, states: Vec<StateMap>) -> Result<StateMap> {
+/// as it is. `pending` are events the states may name that are not stored yet (the event being
+/// stored whose state is resolved with the room's).
+pub async fn resolve(
+    db: &Db,
+    rules: &RoomVersionRules,
+    states: Vec<StateMap>,
+    pending: &[Pdu],
+) -> Result<StateMap> {
     let mut states: Vec<StateMap> = states;
     states.dedup();
     if states.len() <= 1 {
@@ -30,18 +36,29 @@ pub async fn resolve(db: &Db, rules: &RoomVersionRules, states: Vec<StateMap>) -
     let mut all_ids: HashSet<String> = HashSet::new();
     for st in &states {
         let ids: Vec<String> = st.values().cloned().collect();
-        let chain = db.auth_chain_ids(&ids).await?;
+        let mut chain = db.auth_chain_ids(&ids).await?;
+        // A pending event's auth chain: its auth events and theirs.
+        for p in pending {
+            if ids.iter().any(|i| i == p.event_id.as_str()) {
+                let auth: Vec<String> = p.auth_events.iter().map(|a| a.to_string()).collect();
+                chain.extend(db.auth_chain_ids(&auth).await?);
+                chain.extend(auth);
+            }
+        }
         all_ids.extend(ids.iter().cloned());
         all_ids.extend(chain.iter().cloned());
         auth_chains.push(chain);
     }
     let ids: Vec<String> = all_ids.into_iter().collect();
-    let events: HashMap<OwnedEventId, Pdu> = db
+    let mut events: HashMap<OwnedEventId, Pdu> = db
         .get_pdus(&ids)
         .await?
         .into_iter()
         .map(|p| (p.event_id.clone(), p))
         .collect();
+    for p in pending {
+        events.insert(p.event_id.clone(), p.clone());
+    }
 
     let ruma_states: Vec<ruma::state_res::StateMap<OwnedEventId>> = states
         .iter()

@@ -48,6 +48,13 @@ async fn send(
         )));
     }
 
+    tracing::debug!(
+        %origin,
+        txn_id,
+        pdus = body.pdus.len(),
+        edus = body.edus.len(),
+        "transaction received"
+    );
     let mut results: BTreeMap<OwnedEventId, Result<(), String>> = BTreeMap::new();
     for raw in &body.pdus {
         let Some((event_id, outcome)) = one_pdu(&s, &origin, raw.get()).await else {
@@ -80,9 +87,18 @@ async fn one_pdu(
     origin: &ruma::ServerName,
     json: &str,
 ) -> Option<(OwnedEventId, Result<(), String>)> {
-    let obj = ganglion_federation::pdu_checks::parse_pdu(json).ok()?;
-    let room_id = ganglion_federation::pdu_checks::claimed_room_id(&obj)?;
-    let version = s.db.room_version(room_id.as_str()).await.ok()??;
+    let Ok(obj) = ganglion_federation::pdu_checks::parse_pdu(json) else {
+        tracing::info!(%origin, "unreadable PDU dropped");
+        return None;
+    };
+    let Some(room_id) = ganglion_federation::pdu_checks::claimed_room_id(&obj) else {
+        tracing::info!(%origin, "PDU without a room id dropped");
+        return None;
+    };
+    let Ok(Some(version)) = s.db.room_version(room_id.as_str()).await else {
+        tracing::info!(%origin, %room_id, "PDU of an unknown room dropped");
+        return None;
+    };
     let rules = ruma::RoomVersionId::try_from(version.as_str())
         .ok()?
         .rules()?;
@@ -101,8 +117,9 @@ async fn one_pdu(
         Ok((_, Outcome::Rejected(why))) => Err(why),
         Err(e) => Err(e.to_string()),
     };
-    if let Err(why) = &result {
-        tracing::info!(%event_id, %origin, "PDU not accepted: {why}");
+    match &result {
+        Err(why) => tracing::info!(%event_id, %origin, "PDU not accepted: {why}"),
+        Ok(()) => tracing::debug!(%event_id, %origin, "PDU handled"),
     }
     Some((event_id, result))
 }
