@@ -103,6 +103,8 @@ mod devices;
 mod directory;
 #[path = "complement/federation.rs"]
 mod federation;
+#[path = "complement/federation_queries.rs"]
+mod federation_queries;
 #[path = "complement/filters.rs"]
 mod filters;
 #[path = "complement/keys.rs"]

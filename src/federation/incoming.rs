@@ -53,18 +53,20 @@ pub async fn handle_pdu(
     room_id: &RoomId,
     raw: CanonicalJsonObject,
 ) -> Result<(OwnedEventId, Outcome)> {
-    handle_pdu_at_depth(s, origin, room_id, raw, 0, false).await
+    handle_pdu_at_depth(s, origin, room_id, raw, 0, None).await
 }
 
-/// Like [`handle_pdu`], for an event of the room's history (backfill): stored below everything
-/// else in the timeline, without moving the room's current state or waking syncs.
+/// Like [`handle_pdu`], for an event of the room's history (backfill): stored at `position`,
+/// below everything else in the timeline, without moving the room's current state or waking
+/// syncs.
 pub async fn handle_backfilled_pdu(
     s: &Services,
     origin: &ServerName,
     room_id: &RoomId,
     raw: CanonicalJsonObject,
+    position: i64,
 ) -> Result<(OwnedEventId, Outcome)> {
-    handle_pdu_at_depth(s, origin, room_id, raw, MAX_FETCH_DEPTH, true).await
+    handle_pdu_at_depth(s, origin, room_id, raw, MAX_FETCH_DEPTH, Some(position)).await
 }
 
 async fn handle_pdu_at_depth(
@@ -73,7 +75,7 @@ async fn handle_pdu_at_depth(
     room_id: &RoomId,
     raw: CanonicalJsonObject,
     depth: usize,
-    backfill: bool,
+    backfill: Option<i64>,
 ) -> Result<(OwnedEventId, Outcome)> {
     let (_, rules) = crate::rooms::room_rules(&s.db, room_id).await?;
     let (event_id, obj) = remote::verify_pdu(s, room_id, raw).await?;
@@ -106,8 +108,8 @@ async fn handle_pdu_at_depth(
         return Ok((event_id, Outcome::Rejected(why)));
     }
 
-    if backfill {
-        persist_backfilled(s, pdu, before).await?;
+    if let Some(position) = backfill {
+        persist_backfilled(s, pdu, before, position).await?;
         return Ok((event_id, Outcome::Accepted));
     }
     persist_timeline_event(s, &rules, pdu, before).await
@@ -395,15 +397,7 @@ async fn fetch_missing_prev_events(
         .collect();
     events.sort_by_key(|(d, _)| *d);
     for (_, ev) in events {
-        if let Err(e) = Box::pin(handle_pdu_at_depth(
-            s,
-            origin,
-            room_id,
-            ev,
-            depth + 1,
-            false,
-        ))
-        .await
+        if let Err(e) = Box::pin(handle_pdu_at_depth(s, origin, room_id, ev, depth + 1, None)).await
         {
             tracing::info!("missing event from {origin} refused: {e}");
         }
@@ -515,7 +509,12 @@ fn snapshot_after(
     }
 }
 
-async fn persist_backfilled(s: &Services, pdu: Pdu, before: StateBefore) -> Result<()> {
+async fn persist_backfilled(
+    s: &Services,
+    pdu: Pdu,
+    before: StateBefore,
+    position: i64,
+) -> Result<()> {
     let (after_id, _, new_snapshot, extra) = snapshot_after(s, &pdu, &before);
     let rx = s
         .writer
@@ -523,6 +522,7 @@ async fn persist_backfilled(s: &Services, pdu: Pdu, before: StateBefore) -> Resu
             pdu,
             remote: Some(RemoteWrite {
                 backfill: true,
+                position: Some(position),
                 extra_snapshots: extra,
                 ..Default::default()
             }),
@@ -611,6 +611,7 @@ async fn persist_timeline_event(
         RemoteWrite {
             outlier: false,
             backfill: false,
+            position: None,
             extremity: true,
             current_state: changes,
             current_snapshot: Some(current_snapshot),

@@ -6,6 +6,7 @@
 //! outbound queue) are in the `ganglion-federation` crate.
 
 pub mod acl;
+pub mod backfill;
 pub mod edus;
 pub mod incoming;
 pub mod keys;

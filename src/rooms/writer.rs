@@ -50,6 +50,8 @@ pub struct RemoteWrite {
     /// Backfilled history: part of the timeline but older than anything stored, so it takes a
     /// negative stream ordering and wakes nobody.
     pub backfill: bool,
+    /// The (negative) stream ordering a backfilled event takes.
+    pub position: Option<i64>,
     /// Whether the event becomes a forward extremity (accepted timeline events only).
     pub extremity: bool,
     /// The room's new current state where it changes other than by this event alone (after state
@@ -207,16 +209,21 @@ async fn write_batch(
         let p = &job.pdu;
         let remote = job.remote.as_ref();
         let outlier = remote.is_some_and(|r| r.outlier);
-        let pos = if remote.is_some_and(|r| r.outlier || r.backfill) {
-            // Outliers and backfilled events count down below everything stored.
-            let next = match low {
-                Some(l) => l - 1,
-                None => Db::lowest_stream_ordering(&mut w.tx).await? - 1,
-            };
-            low = Some(next);
-            next
-        } else {
-            first + i as i64
+        let pos = match remote {
+            // Backfilled history goes below everything stored: at the position the backfill
+            // chose (so a batch keeps its order), or counting down.
+            Some(r) if r.backfill => match r.position {
+                Some(p) => p,
+                None => {
+                    let next = match low {
+                        Some(l) => l - 1,
+                        None => Db::lowest_stream_ordering(&mut w.tx).await? - 1,
+                    };
+                    low = Some(next);
+                    next
+                }
+            },
+            _ => first + i as i64,
         };
         if let (Some((snap, blocks)), Some(id)) = (&job.new_snapshot, job.state_after) {
             db.write_snapshot(&mut w.tx, p.room_id.as_str(), id, snap, blocks)

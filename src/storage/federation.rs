@@ -110,7 +110,7 @@ impl Db {
         })
     }
 
-    /// The lowest stream ordering in use (backfilled and outlier events count down from it).
+    /// The lowest stream ordering in use (backfilled events count down from it).
     pub async fn lowest_stream_ordering(tx: &mut Tx<'_>) -> Result<i64> {
         let row = sqlx::query("SELECT MIN(stream_ordering) FROM events")
             .fetch_one(&mut **tx)
@@ -125,6 +125,32 @@ impl Db {
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+
+    /// Prev events of the room's timeline events that are not in the timeline here: where the
+    /// history this server has begins (at most `limit` of them).
+    pub async fn backward_extremities(&self, room_id: &str, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT ed.prev_event_id FROM events e
+             JOIN event_edges ed ON ed.event_id = e.event_id
+             LEFT JOIN events p ON p.event_id = ed.prev_event_id
+             WHERE e.room_id = $1 AND e.outlier = 0 AND e.rejected = 0
+             AND (p.event_id IS NULL OR p.outlier = 1)
+             LIMIT $2",
+        )
+        .bind(room_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// The lowest stream ordering in use, outside a transaction.
+    pub async fn lowest_position(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT MIN(stream_ordering) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0).min(0))
     }
 
     /// Servers with at least one joined member in the room.

@@ -371,10 +371,23 @@ async fn messages(
     let mut cursor = from;
     let mut end = None;
     // Read in pages until `limit` events pass the filter and visibility, or history runs out.
+    // History older than what this server has is asked from another server in the room, once.
+    let mut backfilled = false;
     for _ in 0..20 {
-        let page =
+        let mut page =
             s.db.room_messages(room_id, cursor, backwards, limit * 2)
                 .await?;
+        if backwards && (page.len() as i64) < limit * 2 && !backfilled {
+            backfilled = true;
+            if crate::federation::backfill::backfill(&s, &req.body.room_id, (limit * 2) as u64)
+                .await?
+                > 0
+            {
+                page =
+                    s.db.room_messages(room_id, cursor, backwards, limit * 2)
+                        .await?;
+            }
+        }
         let exhausted = (page.len() as i64) < limit * 2;
         let Some(last) = page.last() else { break };
         cursor = if backwards {
