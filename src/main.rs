@@ -31,6 +31,9 @@ enum Command {
     },
     /// Validate the configuration and exit.
     CheckConfig,
+    /// Replace the server's signing key with a new one. The old public key is kept (published
+    /// as `old_verify_keys`) so what it signed still verifies. Restart the server afterwards.
+    RotateKey,
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -57,6 +60,33 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(2)
             }
         },
+        Some(Command::RotateKey) => {
+            let config = match load_config(cli.config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            match ganglion_federation::ServerSigningKey::rotate(
+                &config.data_dir.join("signing.key"),
+                &config.data_dir.join("old_signing_keys"),
+                now,
+            ) {
+                Ok(k) => {
+                    println!("new signing key {}; restart the server to use it", k.key_id);
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         Some(Command::Serve) | None => {
             let config = match load_config(cli.config.as_ref()) {
                 Ok(c) => c,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ganglion_federation::{
     ServerSigningKey,
     client::{FederationClient, FederationConfig as ClientConfig},
-    keyring::{Keyring, KeyringConfig, TrustedKeyServer},
+    keyring::{Keyring, KeyringConfig, OldSigningKey, TrustedKeyServer},
     sender::{self, ItemKind, QueueItem, QueueStore, SenderConfig, SenderHandle, StoreError},
 };
 use ruma::{OwnedServerName, ServerName};
@@ -110,6 +110,16 @@ pub fn start(config: &Config, db: &Db, key: Arc<ServerSigningKey>) -> Result<Opt
             })
         })
         .collect();
+    let own_old_keys =
+        ganglion_federation::keys::load_old_keys(&config.data_dir.join("old_signing_keys"))
+            .map_err(Error::internal)?
+            .into_iter()
+            .map(|(key_id, public_key, expired)| OldSigningKey {
+                key_id,
+                public_key,
+                expired_ts: ruma::MilliSecondsSinceUnixEpoch(ruma::UInt::new_saturating(expired)),
+            })
+            .collect();
     let keyring = Arc::new(Keyring::new(
         config.server_name.clone(),
         key,
@@ -117,6 +127,7 @@ pub fn start(config: &Config, db: &Db, key: Arc<ServerSigningKey>) -> Result<Opt
         client.clone(),
         KeyringConfig {
             trusted_key_servers: trusted,
+            own_old_keys,
             ..KeyringConfig::default()
         },
     ));
