@@ -82,6 +82,12 @@ async fn federation_listener(state: &AppState) -> Result<Option<Serving>> {
 }
 
 fn spawn_background(s: AppState) {
+    let peers = s.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::federation::outbound::announce_up(&peers).await {
+            tracing::warn!("telling peers we are up failed: {e}");
+        }
+    });
     crate::users::presence::spawn_sweeper(s.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -103,6 +103,10 @@ mod devices;
 mod directory;
 #[path = "complement/federation.rs"]
 mod federation;
+#[path = "complement/federation_bench.rs"]
+mod federation_bench;
+#[path = "complement/federation_limits.rs"]
+mod federation_limits;
 #[path = "complement/federation_queries.rs"]
 mod federation_queries;
 #[path = "complement/filters.rs"]

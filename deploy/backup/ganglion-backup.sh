@@ -34,6 +34,10 @@ case "$DB_URL" in
     *) echo "unknown database url: $DB_URL" >&2; exit 1 ;;
 esac
 cp "$DATA_DIR/signing.key" "$OUT/signing.key"
+# Keys replaced by `ganglion rotate-key` (still published so what they signed verifies).
+if [ -f "$DATA_DIR/old_signing_keys" ]; then
+    cp "$DATA_DIR/old_signing_keys" "$OUT/old_signing_keys"
+fi
 cp "$CONFIG" "$OUT/ganglion.toml"
 if [ -d "$DATA_DIR/media" ]; then
     tar -C "$DATA_DIR" -cf "$OUT/media.tar" media

@@ -153,6 +153,20 @@ impl Db {
         Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0).min(0))
     }
 
+    /// Every other server with a joined member in a room where `our_server` has one.
+    pub async fn servers_sharing_rooms_with(&self, our_server: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT m.user_id FROM memberships m WHERE m.membership = 'join' AND m.room_id IN
+             (SELECT room_id FROM memberships WHERE membership = 'join' AND user_id LIKE $1)",
+        )
+        .bind(format!("%:{our_server}"))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut servers = servers_of(&rows)?;
+        servers.retain(|s| s != our_server);
+        Ok(servers)
+    }
+
     /// Servers with at least one joined member in the room.
     pub async fn joined_servers(&self, room_id: &str) -> Result<Vec<String>> {
         let rows = sqlx::query(JOINED_USERS)

@@ -47,15 +47,18 @@ async fn well_known_client(State(s): State<AppState>) -> Json<serde_json::Value>
     Json(json!({"m.homeserver": {"base_url": s.config.public_baseurl()}}))
 }
 
-async fn well_known_server(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let server = match s.config.federation.listen {
+/// Where other servers reach this one: the federation listener's port on the server name's
+/// host. Without federation there is nothing to delegate to (404).
+async fn well_known_server(State(s): State<AppState>) -> JsonResult {
+    match s.config.federation.listen {
         Some(addr) if s.config.federation.enabled => {
             let host = s.config.server_name.host();
-            format!("{host}:{}", addr.port())
+            Ok(Json(json!({"m.server": format!("{host}:{}", addr.port())})))
         }
-        _ => s.config.server_name.to_string(),
-    };
-    Json(json!({"m.server": server}))
+        _ => Err(crate::error::Error::not_found(
+            "Federation is not enabled on this server",
+        )),
+    }
 }
 
 async fn capabilities(

@@ -57,6 +57,17 @@ pub async fn authenticate_server(
     s: &AppState,
 ) -> Result<OwnedServerName, Error> {
     let fed = s.federation()?;
+    // Servers the lists exclude are refused before anything is fetched from them.
+    let claimed = ganglion_federation::request_auth::parse_authorization(&parts.headers)
+        .map_err(|e| Error::new(e.status(), e.errcode(), e.to_string()))?;
+    if let Some(x) = claimed.first()
+        && !fed.client.is_server_allowed(&x.origin)
+    {
+        return Err(Error::forbidden(format!(
+            "Federation with {} is not allowed here",
+            x.origin
+        )));
+    }
     let mut builder = axum::http::Request::builder()
         .method(parts.method.clone())
         .uri(parts.uri.clone());
