@@ -42,12 +42,18 @@ pub async fn set(
     let pos =
         s.db.set_presence(user_id.as_str(), state, status_msg, state == "online")
             .await?;
-    let mut users = s.db.users_sharing_rooms(user_id.as_str()).await?;
-    if !users.iter().any(|u| u == user_id.as_str()) {
-        users.push(user_id.to_string());
+    announce(s, user_id.as_str(), pos).await
+}
+
+/// Wakes the syncs of the user and of everyone sharing a room with them (nobody else sees
+/// their presence), and tells the other servers in those rooms.
+pub async fn announce(s: &Services, user_id: &str, pos: i64) -> Result<()> {
+    let mut users = s.db.users_sharing_rooms(user_id).await?;
+    if !users.iter().any(|u| u == user_id) {
+        users.push(user_id.to_owned());
     }
     s.notifier.notify_users(&users, pos);
-    crate::federation::edus::presence(s, user_id.as_str()).await;
+    crate::federation::edus::presence(s, user_id).await;
     Ok(())
 }
 
@@ -88,11 +94,8 @@ pub async fn sweep(s: &Services) -> Result<usize> {
         return Ok(0);
     }
     let (changed, pos) = s.db.mark_presence_offline(&stale, before).await?;
-    if !changed.is_empty() {
-        s.notifier.notify_global(pos);
-    }
     for user in &changed {
-        crate::federation::edus::presence(s, user).await;
+        announce(s, user, pos).await?;
     }
     Ok(changed.len())
 }

@@ -60,8 +60,7 @@ async fn sync_handler(
             let pos =
                 s.db.set_presence(a.user_id.as_str(), &set_presence, msg.as_deref(), true)
                     .await?;
-            s.notifier.notify_global(pos);
-            crate::federation::edus::presence(&s, a.user_id.as_str()).await;
+            crate::users::presence::announce(&s, a.user_id.as_str(), pos).await?;
         }
     }
     let resp = sync::sync(
