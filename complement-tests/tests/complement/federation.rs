@@ -34,6 +34,9 @@ backend_tests!(
     event_from_server_not_in_room_never_appears,
     synapse_joins_ganglion_room,
     ganglion_joins_synapse_room,
+    ganglion_paginates_synapse_history,
+    synapse_paginates_ganglion_history,
+    presence_with_synapse,
 );
 
 /// Upper bound for anything that crosses servers.
@@ -1240,4 +1243,74 @@ async fn ganglion_joins_synapse_room(b: Backend) {
     wait_membership(&sam, None, &room, &alice.user_id, "join").await;
     wait_membership(&alice, None, &room, &alice.user_id, "join").await;
     both_ways(&sam, &alice, &room).await;
+}
+
+/// History of a Synapse room from before the Ganglion user joined: backfilled on pagination,
+/// in order, down to the room's creation.
+async fn ganglion_paginates_synapse_history(b: Backend) {
+    if !synapse::enabled_or_skip() {
+        return;
+    }
+    let (g, syn) = tokio::join!(node(b), Synapse::start());
+    let sam = syn.register("sam").await;
+    let room = sam
+        .create_room(json!({"preset": "public_chat", "room_alias_name": "old-news"}))
+        .await;
+    const N: usize = 120;
+    for i in 0..N {
+        sam.send_text(&room, &format!("old {i}")).await;
+    }
+    let alice = g.register("alice").await;
+    alice.join(&format!("#old-news:{}", syn.server_name)).await;
+    let events = alice.all_messages_backwards(&room).await;
+    let seen: Vec<String> = bodies(&events)
+        .into_iter()
+        .filter(|b| b.starts_with("old "))
+        .rev()
+        .collect();
+    let expected: Vec<String> = (0..N).map(|i| format!("old {i}")).collect();
+    assert_eq!(seen, expected, "history from Synapse missing or out of order");
+    assert!(
+        events.iter().any(|e| e["type"] == "m.room.create"),
+        "pagination must reach m.room.create"
+    );
+}
+
+/// The other way round: Synapse backfills a Ganglion room's history from us.
+async fn synapse_paginates_ganglion_history(b: Backend) {
+    if !synapse::enabled_or_skip() {
+        return;
+    }
+    let (g, syn) = tokio::join!(node(b), Synapse::start());
+    let alice = g.register("alice").await;
+    let room = alice
+        .create_room(json!({"preset": "public_chat", "room_alias_name": "archive"}))
+        .await;
+    const N: usize = 120;
+    for i in 0..N {
+        alice.send_text(&room, &format!("old {i}")).await;
+    }
+    let sam = syn.register("sam").await;
+    sam.join(&alias(&g, "archive")).await;
+    wait_until("Synapse paginates the whole history", || async {
+        let got = bodies(&sam.all_messages_backwards(&room).await);
+        (0..N).all(|i| got.contains(&format!("old {i}")))
+    })
+    .await;
+}
+
+async fn presence_with_synapse(b: Backend) {
+    if !synapse::enabled_or_skip() {
+        return;
+    }
+    let (g, syn) = tokio::join!(node(b), Synapse::start());
+    let alice = g.register("alice").await;
+    let sam = syn.register("sam").await;
+    let room = alice
+        .create_room(json!({"preset": "public_chat", "room_alias_name": "status"}))
+        .await;
+    sam.join(&alias(&g, "status")).await;
+    wait_membership(&alice, None, &room, &sam.user_id, "join").await;
+    presence_round_trip(&alice, &sam, "alice is here").await;
+    presence_round_trip(&sam, &alice, "sam is here").await;
 }
