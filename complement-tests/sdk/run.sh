@@ -2,7 +2,10 @@
 # Run the real-client SDK flows (matrix-nio with E2EE, matrix-js-sdk with Rust crypto) against a
 # running homeserver.
 #
-#   complement-tests/sdk/run.sh --base http://127.0.0.1:8008 [--only python|js] [--verbose]
+#   complement-tests/sdk/run.sh --base http://127.0.0.1:8008 [--base-b URL] [--only python|js] [--verbose]
+#
+# With --base-b, user B lives on that second server (federating with the first) and the Python
+# flow checks what crosses federation, end-to-end encryption included.
 #
 # Sets up (once, and again when requirements.txt / package-lock.json change):
 #   - a Python venv with matrix-nio[e2e] under target/sdk-venv
@@ -14,12 +17,14 @@ set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 base=""
+base_b=()
 only=""
 verbose=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --base) base="${2:-}"; shift 2 ;;
         --base=*) base="${1#--base=}"; shift ;;
+        --base-b) base_b=(--base-b "${2:-}"); shift 2 ;;
         --only) only="${2:-}"; shift 2 ;;
         --only=*) only="${1#--only=}"; shift ;;
         --verbose) verbose=(--verbose); shift ;;
@@ -95,7 +100,7 @@ locked() {
 run_python() {
     locked setup_python || { fail_setup "python set-up"; return 0; }
     echo "=== matrix-nio flow ==="
-    "$root/target/sdk-venv/bin/python" "$here/python/flow_nio.py" --base "$base" "${verbose[@]}"
+    "$root/target/sdk-venv/bin/python" "$here/python/flow_nio.py" --base "$base" "${base_b[@]}" "${verbose[@]}"
     local rc=$?
     [ $rc -eq 0 ] || failed+=("python flow (flow_nio.py exit $rc)")
 }

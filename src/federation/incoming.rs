@@ -112,7 +112,42 @@ async fn handle_pdu_at_depth(
         persist_backfilled(s, pdu, before, position).await?;
         return Ok((event_id, Outcome::Accepted));
     }
-    persist_timeline_event(s, &rules, pdu, before).await
+    let redaction =
+        (pdu.kind == ruma::events::TimelineEventType::RoomRedaction).then(|| pdu.clone());
+    let state = before.map.clone();
+    let result = persist_timeline_event(s, &rules, pdu, before).await?;
+    if let (Some(redaction), Outcome::Accepted) = (redaction, &result.1) {
+        apply_redaction(s, &rules, &redaction, &state).await?;
+    }
+    Ok(result)
+}
+
+/// Applies an accepted redaction from another server to its target, when the target is stored
+/// and the redaction may take effect (same server, or the redact power level).
+async fn apply_redaction(
+    s: &Services,
+    rules: &RoomVersionRules,
+    redaction: &Pdu,
+    state: &StateMap,
+) -> Result<()> {
+    let Some(target) = &redaction.redacts else {
+        return Ok(());
+    };
+    let mut auth: HashMap<(String, String), Pdu> = HashMap::new();
+    for key in [("m.room.power_levels", ""), ("m.room.create", "")] {
+        let k = (key.0.to_owned(), key.1.to_owned());
+        if let Some(id) = state.get(&k)
+            && let Some(p) = s.db.get_pdu(id).await?
+        {
+            auth.insert(k, p);
+        }
+    }
+    if let Some(t) =
+        crate::rooms::redaction::authorised_target(s, redaction, target, &auth, rules).await?
+    {
+        crate::rooms::redaction::apply(s, &t, redaction, rules).await?;
+    }
+    Ok(())
 }
 
 /// The event's auth events, and (room version 12, where the create event is not listed but its

@@ -23,7 +23,11 @@ pub async fn authorised_target(
     if target_pdu.room_id != redaction.room_id {
         return Ok(None);
     }
-    if target_pdu.sender == redaction.sender {
+    // One's own events, and (as the auth rules have it) events of users of the same server:
+    // that server vouches for the redaction.
+    if target_pdu.sender == redaction.sender
+        || target_pdu.sender.server_name() == redaction.sender.server_name()
+    {
         return Ok(Some(target_pdu));
     }
     let pl = auth

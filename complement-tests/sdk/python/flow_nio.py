@@ -219,12 +219,14 @@ def rel(ev) -> dict:
 
 # ---- the flow ---------------------------------------------------------------------
 class Flow:
-    def __init__(self, base: str):
+    def __init__(self, base: str, base_b: str | None = None):
         self.base = base.rstrip("/")
+        # With a second server, B lives there and the flow checks what crosses federation.
+        self.base_b = base_b.rstrip("/") if base_b else None
         self.suffix = secrets.token_hex(4)
         self.tmp = tempfile.mkdtemp(prefix="nio-flow-")
         self.a = User("A", self.base, self.suffix, f"{self.tmp}/a")
-        self.b = User("B", self.base, self.suffix, f"{self.tmp}/b")
+        self.b = User("B", self.base_b or self.base, self.suffix, f"{self.tmp}/b")
         self.results: list[tuple[str, str, str]] = []
         self.s: dict = {}  # shared state between steps
         self.extra_clients: list[AsyncClient] = []
@@ -262,7 +264,7 @@ class Flow:
 
     # -- registration / login -------------------------------------------------------
     async def register(self, u: User):
-        c = Client(self.base, config=AsyncClientConfig(max_timeouts=2, max_limit_exceeded=3, request_timeout=30))
+        c = Client(u.base, config=AsyncClientConfig(max_timeouts=2, max_limit_exceeded=3, request_timeout=30))
         self.extra_clients.append(c)
         try:
             # UIA: first call without auth -> 401 with flows and a session.
@@ -293,7 +295,7 @@ class Flow:
         import os
 
         os.makedirs(u.store_dir, exist_ok=True)
-        c = Client(self.base, u.user_id, store_path=u.store_dir, config=config())
+        c = Client(u.base, u.user_id, store_path=u.store_dir, config=config())
         u.client = c
         resp = await c.login(PASSWORD, device_name=f"nio flow {u.name}")
         u.expect(resp, LoginResponse, "login with m.login.password")
@@ -660,7 +662,7 @@ class Flow:
             raise StepFailed(f"GET filter returned {got}")
         marker = await self.send_text(a, rid, f"filtered {self.suffix}")
         # A fresh (token-less) sync on a second client of B's device, with the filter.
-        c2 = Client(self.base, b.user_id, config=AsyncClientConfig(max_timeouts=2, request_timeout=30))
+        c2 = Client(b.base, b.user_id, config=AsyncClientConfig(max_timeouts=2, request_timeout=30))
         self.extra_clients.append(c2)
         c2.restore_login(b.user_id, b.c.device_id, b.c.access_token)
         s = await c2.sync(timeout=0, sync_filter=fid)
@@ -852,7 +854,7 @@ class Flow:
         if rid in jr.rooms:
             raise StepFailed("room still in B's joined_rooms after leave")
         # A fresh sync for B must not mention the forgotten room.
-        c2 = Client(self.base, b.user_id, config=AsyncClientConfig(max_timeouts=2, request_timeout=30))
+        c2 = Client(b.base, b.user_id, config=AsyncClientConfig(max_timeouts=2, request_timeout=30))
         self.extra_clients.append(c2)
         c2.restore_login(b.user_id, b.c.device_id, b.c.access_token)
         s = await c2.sync(timeout=0, sync_filter={"room": {"include_leave": True}})
@@ -865,6 +867,9 @@ class Flow:
     # -- driver ---------------------------------------------------------------------
     async def run(self) -> int:
         a, b = self.a, self.b
+        if self.base_b:
+            print(f"# matrix-nio flow: A on {self.base}, B on {self.base_b} (suffix {self.suffix})", flush=True)
+            return await self.run_federated()
         print(f"# matrix-nio flow against {self.base} (suffix {self.suffix})", flush=True)
         st = self.step
         await st("register A (UIA m.login.dummy)", lambda: self.register(a))
@@ -902,6 +907,40 @@ class Flow:
                  both + ("device keys + one-time keys upload",))
         await st("leave + forget", self.leave_forget, joined)
 
+        return await self.finish()
+
+    async def run_federated(self) -> int:
+        """A and B on two servers: what a user does with someone on another node."""
+        a, b = self.a, self.b
+        st = self.step
+        await st("register A (UIA m.login.dummy)", lambda: self.register(a))
+        await st("register B (UIA m.login.dummy)", lambda: self.register(b))
+        await st("login A", lambda: self.login(a), ("register A (UIA m.login.dummy)",))
+        await st("login B", lambda: self.login(b), ("register B (UIA m.login.dummy)",))
+        both = ("login A", "login B")
+        await st("profile displayname + avatar_url", self.profile, both)
+        await st("device keys + one-time keys upload", self.keys_upload, both)
+        await st("keys/query for the other user", self.keys_query, both + ("device keys + one-time keys upload",))
+        await st("create room (private_chat, name, topic)", self.create_room, both)
+        room = both + ("create room (private_chat, name, topic)",)
+        await st("invite B, B sees invite, B joins", self.invite_and_join, room)
+        joined = room + ("invite B, B sees invite, B joins",)
+        await st("member displayname in room state", self.join_check_profile,
+                 joined + ("profile displayname + avatar_url",))
+        await st("messages both ways", self.messages, joined)
+        msgs = joined + ("messages both ways",)
+        await st("reply (m.in_reply_to)", self.reply, msgs)
+        await st("edit (m.replace) + /relations", self.edit, msgs)
+        await st("reaction (m.annotation) + /relations", self.reaction, msgs)
+        await st("redaction", self.redaction, msgs)
+        await st("typing notification", self.typing, joined)
+        await st("read receipt", self.receipt, msgs)
+        await st("encrypted room: B decrypts A (and back)", self.e2ee,
+                 both + ("device keys + one-time keys upload",))
+        return await self.finish()
+
+    async def finish(self) -> int:
+        a, b = self.a, self.b
         for u in (a, b):
             if u.client is not None:
                 await u.client.close()
@@ -921,11 +960,13 @@ class Flow:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", required=True, help="homeserver base URL, e.g. http://127.0.0.1:8008")
+    ap.add_argument("--base-b", default=None,
+                    help="a second homeserver for user B: check what crosses federation")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL)
     try:
-        return asyncio.run(asyncio.wait_for(Flow(args.base).run(), timeout=900))
+        return asyncio.run(asyncio.wait_for(Flow(args.base, args.base_b).run(), timeout=900))
     except asyncio.TimeoutError:
         print("FAIL flow: overall timeout (900s)", flush=True)
         return 1

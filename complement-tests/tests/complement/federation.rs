@@ -1269,7 +1269,10 @@ async fn ganglion_paginates_synapse_history(b: Backend) {
         .rev()
         .collect();
     let expected: Vec<String> = (0..N).map(|i| format!("old {i}")).collect();
-    assert_eq!(seen, expected, "history from Synapse missing or out of order");
+    assert_eq!(
+        seen, expected,
+        "history from Synapse missing or out of order"
+    );
     assert!(
         events.iter().any(|e| e["type"] == "m.room.create"),
         "pagination must reach m.room.create"
