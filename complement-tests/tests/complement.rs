@@ -135,6 +135,8 @@ mod receipts;
 mod registration;
 #[path = "complement/relations.rs"]
 mod relations;
+#[path = "complement/remote_media.rs"]
+mod remote_media;
 #[path = "complement/sdk.rs"]
 mod sdk;
 #[path = "complement/send.rs"]

@@ -344,6 +344,9 @@ pub struct FederationClient {
     key: Arc<ServerSigningKey>,
     config: FederationConfig,
     http: reqwest::Client,
+    /// For URLs outside federation (a media `Location`): redirects followed, private
+    /// addresses refused unless allowed.
+    plain_http: reqwest::Client,
     resolver: Arc<Resolver>,
     pins: Pins,
 }
@@ -402,40 +405,46 @@ impl FederationClient {
             .map_err(build_err)?;
 
         let allow_private = config.allow_private_networks;
-        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= 5 {
-                return attempt.error("too many redirects");
-            }
-            if attempt.url().scheme() != "https" {
-                return attempt.error("redirect away from https");
-            }
-            let ip = match attempt.url().host() {
-                Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-                Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-                _ => None,
-            };
-            if let Some(ip) = ip
-                && !allow_private
-                && is_private_ip(ip)
-            {
-                return attempt.error("redirect to a private address");
-            }
-            attempt.follow()
-        });
-        let well_known_http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .tls_backend_preconfigured(tls)
-            .http1_only()
-            .redirect(redirects)
-            .timeout(Duration::from_secs(10).min(config.request_timeout))
-            .connect_timeout(config.connect_timeout)
-            .dns_resolver(Arc::new(FilteringResolver {
-                dns: dns.clone(),
-                pins: None,
-                allow_private,
-            }))
-            .build()
-            .map_err(build_err)?;
+        let redirects = move || {
+            reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 5 {
+                    return attempt.error("too many redirects");
+                }
+                if attempt.url().scheme() != "https" {
+                    return attempt.error("redirect away from https");
+                }
+                let ip = match attempt.url().host() {
+                    Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+                    Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+                    _ => None,
+                };
+                if let Some(ip) = ip
+                    && !allow_private
+                    && is_private_ip(ip)
+                {
+                    return attempt.error("redirect to a private address");
+                }
+                attempt.follow()
+            })
+        };
+        let plain_builder = |timeout: Duration| {
+            reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .tls_backend_preconfigured(tls.clone())
+                .http1_only()
+                .redirect(redirects())
+                .timeout(timeout)
+                .connect_timeout(config.connect_timeout)
+                .dns_resolver(Arc::new(FilteringResolver {
+                    dns: dns.clone(),
+                    pins: None,
+                    allow_private,
+                }))
+                .build()
+                .map_err(build_err)
+        };
+        let well_known_http = plain_builder(Duration::from_secs(10).min(config.request_timeout))?;
+        let plain_http = plain_builder(config.request_timeout)?;
         let resolver = Arc::new(Resolver::new(
             dns,
             Arc::new(HttpWellKnown {
@@ -447,6 +456,7 @@ impl FederationClient {
             key,
             config,
             http,
+            plain_http,
             resolver,
             pins,
         })
@@ -508,7 +518,61 @@ impl FederationClient {
     where
         T: OutgoingRequest<PathBuilder = SinglePath>,
     {
-        self.send_inner(destination, request, true).await
+        self.send_inner(destination, request, true, self.config.max_response_bytes)
+            .await
+    }
+
+    /// Sends `request` with `X-Matrix` authentication like [`FederationClient::send`] and
+    /// returns the raw answer (status, headers, body of at most `max_response_bytes`) instead
+    /// of parsing it: for answers ruma's types would hold or parse unsuitably (federation
+    /// media, `multipart/mixed`). Error statuses (>= 400) become [`FederationError::Remote`].
+    pub async fn send_raw<T>(
+        &self,
+        destination: &ServerName,
+        request: T,
+        max_response_bytes: usize,
+    ) -> Result<(http::StatusCode, http::HeaderMap, Vec<u8>), FederationError>
+    where
+        T: OutgoingRequest<PathBuilder = SinglePath>,
+    {
+        let resolved = self.resolve(destination).await?;
+        let http_request = self.build_request(&resolved, destination, request, true)?;
+        let (status, headers, body) = self
+            .execute(&resolved, http_request, max_response_bytes)
+            .await?;
+        if status.as_u16() >= 400 {
+            return Err(remote_error(destination.as_str(), status, &headers, &body));
+        }
+        Ok((status, headers, body))
+    }
+
+    /// An unauthenticated `GET` of an HTTPS URL outside federation (a media `Location`),
+    /// following redirects, private addresses refused unless allowed. Returns the headers and
+    /// body of a 2xx answer, at most `max_response_bytes`.
+    pub async fn get_url(
+        &self,
+        url: &str,
+        max_response_bytes: usize,
+    ) -> Result<(http::HeaderMap, Vec<u8>), FederationError> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| FederationError::Request(format!("{url}: {e}")))?;
+        if parsed.scheme() != "https" {
+            return Err(FederationError::Request(format!("{url}: not https")));
+        }
+        let host = parsed.host_str().unwrap_or("").to_owned();
+        let response = self.plain_http.get(parsed).send().await.map_err(|source| {
+            FederationError::Transport {
+                server: host.clone(),
+                source,
+            }
+        })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = read_body(&host, response, max_response_bytes).await?;
+        if status.as_u16() >= 400 || !status.is_success() {
+            return Err(remote_error(&host, status, &headers, &body));
+        }
+        Ok((headers, body))
     }
 
     /// Like [`FederationClient::send`] without `X-Matrix` (key endpoints, `/version`).
@@ -520,7 +584,8 @@ impl FederationClient {
     where
         T: OutgoingRequest<PathBuilder = SinglePath>,
     {
-        self.send_inner(destination, request, false).await
+        self.send_inner(destination, request, false, self.config.max_response_bytes)
+            .await
     }
 
     /// An unauthenticated `GET <path_and_query>` (e.g. `/_matrix/key/v2/server`); returns the
@@ -536,7 +601,9 @@ impl FederationClient {
             .uri(format!("{}{}", resolved.base_url, path_and_query))
             .body(Vec::new())
             .map_err(|e| FederationError::Request(e.to_string()))?;
-        let (status, headers, body) = self.execute(&resolved, request).await?;
+        let (status, headers, body) = self
+            .execute(&resolved, request, self.config.max_response_bytes)
+            .await?;
         if status.as_u16() >= 400 {
             return Err(remote_error(destination.as_str(), status, &headers, &body));
         }
@@ -548,11 +615,40 @@ impl FederationClient {
         destination: &ServerName,
         request: T,
         authenticated: bool,
+        max_response_bytes: usize,
     ) -> Result<T::IncomingResponse, FederationError>
     where
         T: OutgoingRequest<PathBuilder = SinglePath>,
     {
         let resolved = self.resolve(destination).await?;
+        let http_request = self.build_request(&resolved, destination, request, authenticated)?;
+        let (status, headers, body) = self
+            .execute(&resolved, http_request, max_response_bytes)
+            .await?;
+        if status.as_u16() >= 400 {
+            return Err(remote_error(destination.as_str(), status, &headers, &body));
+        }
+        let mut response = http::Response::new(body.as_slice());
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        T::IncomingResponse::try_from_http_response(response).map_err(|e| {
+            FederationError::InvalidResponse {
+                server: destination.to_string(),
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    fn build_request<T>(
+        &self,
+        resolved: &ResolvedDestination,
+        destination: &ServerName,
+        request: T,
+        authenticated: bool,
+    ) -> Result<http::Request<Vec<u8>>, FederationError>
+    where
+        T: OutgoingRequest<PathBuilder = SinglePath>,
+    {
         let build_err = |e: IntoHttpError| FederationError::Request(e.to_string());
         let (mut parts, body) = request
             .try_into_http_request_inner(&resolved.base_url, ())
@@ -570,25 +666,14 @@ impl FederationClient {
             request_auth::sign_request(&mut http_request, &self.origin, destination, &self.key)
                 .map_err(|e| FederationError::Request(e.to_string()))?;
         }
-        let (status, headers, body) = self.execute(&resolved, http_request).await?;
-        if status.as_u16() >= 400 {
-            return Err(remote_error(destination.as_str(), status, &headers, &body));
-        }
-        let mut response = http::Response::new(body.as_slice());
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        T::IncomingResponse::try_from_http_response(response).map_err(|e| {
-            FederationError::InvalidResponse {
-                server: destination.to_string(),
-                reason: e.to_string(),
-            }
-        })
+        Ok(http_request)
     }
 
     async fn execute(
         &self,
         resolved: &ResolvedDestination,
         mut request: http::Request<Vec<u8>>,
+        max_response_bytes: usize,
     ) -> Result<(http::StatusCode, http::HeaderMap, Vec<u8>), FederationError> {
         let server = resolved.server_name.as_str();
         if resolved.tls_name.parse::<IpAddr>().is_err()
@@ -614,7 +699,7 @@ impl FederationClient {
                 })?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = read_body(server, response, self.config.max_response_bytes).await?;
+        let body = read_body(server, response, max_response_bytes).await?;
         Ok((status, headers, body))
     }
 }

@@ -22,7 +22,7 @@ listen = "127.0.0.1:8008"
 # Empty: SQLite at <data_dir>/ganglion.db. For PostgreSQL:
 # url = "postgres://ganglion@127.0.0.1:5432/ganglion"
 # url = "sqlite://./ganglion-data/ganglion.db"
-max_connections = 16
+max_connections = 8
 
 [registration]
 # Open self-registration. Default: on when the client listener is on loopback, off otherwise.

@@ -165,7 +165,7 @@ fn default_client_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8008))
 }
 fn default_pool() -> u32 {
-    16
+    8
 }
 fn default_room_version() -> RoomVersionId {
     RoomVersionId::V12

@@ -2,9 +2,9 @@
 //! thumbnails. Bytes live on disk (see [`store`]), one row per mxc URI in the `media` table
 //! (storage::media). Nothing here knows HTTP; the handlers are in api::client::media.
 //!
-//! Media of other servers is not fetched yet: [`fetch_remote_media`] is where the federation
-//! download (`/_matrix/federation/v1/media/download`) will go.
+//! Media of other servers is fetched over federation and cached ([`remote`]).
 
+pub mod remote;
 pub mod store;
 pub mod thumbnail;
 
@@ -317,15 +317,11 @@ pub async fn load(
     }
 }
 
-/// Media of another server. Federation media fetching (`GET
-/// /_matrix/federation/v1/media/download/{mediaId}` on the origin, cached as a row with
-/// `user_id` NULL) goes here; until then every remote mxc URI is 404.
+/// Media of another server: the cached copy, or fetched over federation (see [`remote`]).
 async fn fetch_remote_media(
-    _s: &Services,
+    s: &Services,
     server_name: &ServerName,
-    _media_id: &str,
+    media_id: &str,
 ) -> Result<Media> {
-    Err(Error::not_found(format!(
-        "Media from {server_name} is not available on this server"
-    )))
+    remote::fetch(s, server_name, media_id).await
 }

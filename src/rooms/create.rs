@@ -118,7 +118,7 @@ pub async fn create_room(s: &Services, creator: &UserId, req: CreateRoom) -> Res
     );
     obj.insert(
         "origin_server_ts".into(),
-        CanonicalJsonValue::Integer(ruma::Int::new_saturating(now_ms())),
+        CanonicalJsonValue::Integer(ruma::Int::new_saturating(unique_create_ts())),
     );
     obj.insert("depth".into(), CanonicalJsonValue::Integer(1u32.into()));
     obj.insert("prev_events".into(), CanonicalJsonValue::Array(vec![]));
@@ -320,6 +320,23 @@ pub async fn create_room(s: &Services, creator: &UserId, req: CreateRoom) -> Res
         s.db.set_published(room_id.as_str(), true).await?;
     }
     Ok(room_id)
+}
+
+/// A timestamp for a create event, strictly later than the last one this process used: in room
+/// version 12 the room id is the create event's hash, so two rooms created by one user in the
+/// same millisecond with the same content would otherwise be the same room.
+fn unique_create_ts() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_ms();
+    let mut prev = LAST.load(Ordering::SeqCst);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
 }
 
 pub fn random_localpart(len: usize) -> String {

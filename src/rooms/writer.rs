@@ -238,7 +238,7 @@ async fn write_batch(
             txn_id: &t.txn_id,
         });
         // An event fetched earlier as an outlier is stored again as what it is now.
-        if !outlier {
+        if remote.is_some() && !outlier {
             Db::delete_outlier(&mut w.tx, p.event_id.as_str()).await?;
         }
         Db::insert_event(&mut w.tx, p, pos, job.state_after, outlier, txn_ref).await?;

@@ -19,7 +19,7 @@ impl PduCache {
     }
     pub fn put(&self, pdu: &Pdu) {
         if let Ok(mut m) = self.inner.lock() {
-            if m.len() >= 20_000 {
+            if m.len() >= 8_192 {
                 m.clear();
             }
             m.insert(pdu.event_id.to_string(), pdu.clone());

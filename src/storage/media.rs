@@ -151,4 +151,31 @@ impl Db {
         .await?;
         Ok(res.rows_affected() == 1)
     }
+
+    /// Records a cached copy of another server's media (`user_id` NULL). A copy stored
+    /// meanwhile by a concurrent fetch is kept.
+    pub async fn insert_remote_media(
+        &self,
+        origin: &str,
+        media_id: &str,
+        content: &MediaContent<'_>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO media (origin, media_id, user_id, content_type, filename, size, sha256,
+                                created_ts, uploaded_ts, unused_expires_ts)
+             VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $7, NULL)
+             ON CONFLICT (origin, media_id) DO NOTHING",
+        )
+        .bind(origin)
+        .bind(media_id)
+        .bind(content.content_type)
+        .bind(content.filename)
+        .bind(content.size)
+        .bind(content.sha256)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
 }

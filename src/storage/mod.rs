@@ -92,7 +92,7 @@ impl Db {
                                 sqlx::raw_sql(
                                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                                      PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = OFF; \
-                                     PRAGMA cache_size = -16000;",
+                                     PRAGMA cache_size = -4000;",
                                 )
                                 .execute(conn)
                                 .await?;
