@@ -111,6 +111,8 @@ mod federation_limits;
 mod federation_queries;
 #[path = "complement/filters.rs"]
 mod filters;
+#[path = "complement/hierarchy.rs"]
+mod hierarchy;
 #[path = "complement/keys.rs"]
 mod keys;
 #[path = "complement/login.rs"]

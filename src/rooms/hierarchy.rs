@@ -231,6 +231,374 @@ pub async fn for_server(
     }))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Client side: `GET /_matrix/client/v1/rooms/{roomId}/hierarchy`
+// ---------------------------------------------------------------------------------------------
+
+/// Rooms a page holds unless the client asks for fewer; and the most it may ask for.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 100;
+/// Rooms looked at in one walk, whatever the depth (bounds the work of a request).
+const MAX_VISITED: usize = 1000;
+/// Servers from a child's `via` asked, and how long each may take.
+const MAX_VIA: usize = 3;
+const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Largest federation hierarchy answer read.
+const MAX_REMOTE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The summary fields a client gets (`allowed_room_ids` is for servers only).
+const CLIENT_FIELDS: &[&str] = &[
+    "room_id",
+    "num_joined_members",
+    "world_readable",
+    "guest_can_join",
+    "join_rule",
+    "name",
+    "topic",
+    "avatar_url",
+    "canonical_alias",
+    "room_type",
+    "encryption",
+    "room_version",
+];
+
+/// The query of a client's hierarchy request.
+#[derive(Debug, Clone, Default)]
+pub struct ClientQuery {
+    pub from: Option<String>,
+    pub limit: Option<u64>,
+    pub max_depth: Option<u64>,
+    pub suggested_only: bool,
+}
+
+/// A room of the walk: its summary (as a server would see it) and its `m.space.child` events.
+struct Node {
+    summary: Map<String, Value>,
+    children_state: Vec<Value>,
+}
+
+/// What the walk learnt from other servers: summaries of rooms named as children in their
+/// answers, and rooms they said we may not see.
+#[derive(Default)]
+struct RemoteCache {
+    summaries: HashMap<String, Map<String, Value>>,
+    inaccessible: std::collections::HashSet<String>,
+}
+
+fn is_space(summary: &Map<String, Value>) -> bool {
+    summary.get("room_type").and_then(Value::as_str) == Some("m.space")
+}
+
+/// The pagination token: the offset into the walk, tied to the walk's parameters.
+fn token_check(room_id: &str, suggested_only: bool, max_depth: Option<u64>) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{room_id}|{suggested_only}|{max_depth:?}"));
+    hex::encode(&digest[..6])
+}
+
+fn parse_token(token: &str, check: &str) -> Option<usize> {
+    let (offset, c) = token.split_once('_')?;
+    (c == check).then_some(())?;
+    offset.parse().ok()
+}
+
+/// Whether `user_id` may see a room with this (server-side) summary: a member or invitee,
+/// world-readable history, a `public`, `knock` or `knock_restricted` join rule, or a
+/// `restricted` one with the user joined to one of the allowed rooms.
+async fn user_may_see(
+    s: &Services,
+    summary: &Map<String, Value>,
+    room_id: &str,
+    user_id: &str,
+) -> Result<bool> {
+    if let Some(m) = s.db.membership(room_id, user_id).await?
+        && matches!(m.membership.as_str(), "join" | "invite")
+    {
+        return Ok(true);
+    }
+    if summary.get("world_readable").and_then(Value::as_bool) == Some(true) {
+        return Ok(true);
+    }
+    let rule = summary
+        .get("join_rule")
+        .and_then(Value::as_str)
+        .unwrap_or("invite");
+    match rule {
+        "public" | "knock" | "knock_restricted" => Ok(true),
+        "restricted" => {
+            let allowed = summary
+                .get("allowed_room_ids")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for id in allowed.iter().filter_map(Value::as_str) {
+                if s.db
+                    .membership(id, user_id)
+                    .await?
+                    .is_some_and(|m| m.membership == "join")
+                {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// A stripped `m.space.child` event from another server, if well-formed.
+fn valid_child_event(ev: &Value) -> bool {
+    ev.get("type").and_then(Value::as_str) == Some("m.space.child")
+        && ev
+            .get("state_key")
+            .and_then(Value::as_str)
+            .is_some_and(|k| RoomId::parse(k).is_ok())
+        && ev.get("sender").and_then(Value::as_str).is_some()
+        && ev.get("content").is_some_and(|c| child_link(c).is_some())
+}
+
+/// Asks the servers in `via` for a room's hierarchy; keeps what it says of the children.
+async fn fetch_remote(
+    s: &Services,
+    room_id: &str,
+    via: &[String],
+    suggested_only: bool,
+    cache: &mut RemoteCache,
+) -> Option<Node> {
+    use ruma::api::federation::space::get_hierarchy;
+    let fed = s.federation().ok()?;
+    let rid = ruma::OwnedRoomId::try_from(room_id).ok()?;
+    for server in via
+        .iter()
+        .filter(|v| v.as_str() != s.server_name())
+        .take(MAX_VIA)
+    {
+        let Ok(server) = ruma::OwnedServerName::try_from(server.as_str()) else {
+            continue;
+        };
+        let mut request = get_hierarchy::v1::Request::new(rid.clone());
+        request.suggested_only = suggested_only;
+        let answer = tokio::time::timeout(
+            REMOTE_TIMEOUT,
+            fed.client.send_raw(&server, request, MAX_REMOTE_BYTES),
+        )
+        .await;
+        let body = match answer {
+            Ok(Ok((_, _, body))) => body,
+            Ok(Err(e)) => {
+                tracing::info!("hierarchy of {room_id} from {server}: {e}");
+                continue;
+            }
+            Err(_) => {
+                tracing::info!("hierarchy of {room_id} from {server}: timed out");
+                continue;
+            }
+        };
+        let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(&body) else {
+            continue;
+        };
+        let Some(Value::Object(mut room)) = answer.remove("room") else {
+            continue;
+        };
+        if room.get("room_id").and_then(Value::as_str) != Some(room_id) {
+            continue;
+        }
+        let children_state: Vec<Value> = match room.remove("children_state") {
+            Some(Value::Array(a)) => a.into_iter().filter(valid_child_event).collect(),
+            _ => Vec::new(),
+        };
+        if let Some(Value::Array(children)) = answer.remove("children") {
+            for child in children {
+                if let Value::Object(c) = child
+                    && let Some(id) = c.get("room_id").and_then(Value::as_str)
+                    && RoomId::parse(id).is_ok()
+                {
+                    cache.summaries.entry(id.to_owned()).or_insert(c);
+                }
+            }
+        }
+        if let Some(Value::Array(ids)) = answer.remove("inaccessible_children") {
+            cache
+                .inaccessible
+                .extend(ids.iter().filter_map(Value::as_str).map(str::to_owned));
+        }
+        return Some(Node {
+            summary: room,
+            children_state,
+        });
+    }
+    None
+}
+
+/// A room of the walk that `user_id` may see: known here, or learnt from other servers.
+async fn load_node(
+    s: &Services,
+    room_id: &str,
+    via: &[String],
+    user_id: &str,
+    suggested_only: bool,
+    cache: &mut RemoteCache,
+) -> Result<Option<Node>> {
+    if let Some(sum) = summary(s, room_id).await? {
+        if !user_may_see(s, &sum.json, room_id, user_id).await? {
+            return Ok(None);
+        }
+        let children_state = if is_space(&sum.json) {
+            children_state(s, room_id, suggested_only).await?
+        } else {
+            Vec::new()
+        };
+        return Ok(Some(Node {
+            summary: sum.json,
+            children_state,
+        }));
+    }
+    if cache.inaccessible.contains(room_id) {
+        return Ok(None);
+    }
+    let node = match cache.summaries.get(room_id) {
+        // A child summary from its parent's answer is enough, unless it is a space whose
+        // children we need.
+        Some(c) if !is_space(c) => Some(Node {
+            summary: c.clone(),
+            children_state: Vec::new(),
+        }),
+        _ => fetch_remote(s, room_id, via, suggested_only, cache).await,
+    };
+    let Some(node) = node else {
+        return Ok(None);
+    };
+    if !user_may_see(s, &node.summary, room_id, user_id).await? {
+        return Ok(None);
+    }
+    Ok(Some(node))
+}
+
+/// The order of a space's children (spec "Ordering of children within a space"): by `order`
+/// (valid ones first, lexicographically), then by the event's `origin_server_ts`, then room id.
+fn ordered_children(state: &[Value]) -> Vec<(String, Vec<String>)> {
+    let mut kids: Vec<(Option<String>, i64, String, Vec<String>)> = state
+        .iter()
+        .filter_map(|ev| {
+            let id = ev.get("state_key")?.as_str()?.to_owned();
+            let content = ev.get("content")?;
+            child_link(content)?;
+            let order = content
+                .get("order")
+                .and_then(Value::as_str)
+                .filter(|o| o.len() <= 50 && o.bytes().all(|b| (0x20..=0x7e).contains(&b)))
+                .map(str::to_owned);
+            let ts = ev
+                .get("origin_server_ts")
+                .and_then(Value::as_i64)
+                .unwrap_or(i64::MAX);
+            let via = content
+                .get("via")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some((order, ts, id, via))
+        })
+        .collect();
+    kids.sort_by(|a, b| match (&a.0, &b.0) {
+        (Some(x), Some(y)) => x.cmp(y).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.1.cmp(&b.1).then(a.2.cmp(&b.2)),
+    });
+    kids.into_iter().map(|(_, _, id, via)| (id, via)).collect()
+}
+
+fn client_chunk(node: Node) -> Value {
+    let mut out = Map::new();
+    for key in CLIENT_FIELDS {
+        if let Some(v) = node.summary.get(*key) {
+            out.insert((*key).to_owned(), v.clone());
+        }
+    }
+    out.insert("children_state".into(), Value::Array(node.children_state));
+    Value::Object(out)
+}
+
+/// `GET /_matrix/client/v1/rooms/{roomId}/hierarchy` for `user_id`: the rooms of the space
+/// the user may see, breadth first from the root, `{rooms, next_batch?}`. 403 when the user
+/// may not see the root.
+pub async fn for_user(
+    s: &Services,
+    room_id: &RoomId,
+    user_id: &ruma::UserId,
+    q: &ClientQuery,
+) -> Result<Value> {
+    let rid = room_id.as_str();
+    let check = token_check(rid, q.suggested_only, q.max_depth);
+    let offset = match q.from.as_deref() {
+        None => 0,
+        Some(t) => parse_token(t, &check).ok_or_else(|| {
+            Error::invalid_param("Unknown pagination token, or one of another query")
+        })?,
+    };
+    let limit = match q.limit {
+        None => DEFAULT_LIMIT,
+        Some(0) => return Err(Error::invalid_param("limit must be positive")),
+        Some(l) => usize::try_from(l).unwrap_or(MAX_LIMIT).min(MAX_LIMIT),
+    };
+    let max_depth = q.max_depth.unwrap_or(u64::MAX);
+    let user = user_id.as_str();
+    let mut cache = RemoteCache::default();
+    let Some(root) = load_node(s, rid, &[], user, q.suggested_only, &mut cache).await? else {
+        return Err(Error::forbidden(
+            "You may not see this room, or it is unknown here",
+        ));
+    };
+    let want = offset.saturating_add(limit);
+    let mut rooms = Vec::new();
+    let mut seen = std::collections::HashSet::from([rid.to_owned()]);
+    let mut queue = std::collections::VecDeque::new();
+    let push_children = |node: &Node, depth: u64, queue: &mut std::collections::VecDeque<_>| {
+        if depth < max_depth {
+            for (child, via) in ordered_children(&node.children_state) {
+                queue.push_back((child, via, depth + 1));
+            }
+        }
+    };
+    push_children(&root, 0, &mut queue);
+    rooms.push(root);
+    while rooms.len() <= want {
+        let Some((child, via, depth)) = queue.pop_front() else {
+            break;
+        };
+        if seen.len() >= MAX_VISITED {
+            break;
+        }
+        if !seen.insert(child.clone()) {
+            continue;
+        }
+        let Some(node) = load_node(s, &child, &via, user, q.suggested_only, &mut cache).await?
+        else {
+            continue;
+        };
+        push_children(&node, depth, &mut queue);
+        rooms.push(node);
+    }
+    let more = rooms.len() > want;
+    let page: Vec<Value> = rooms
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(client_chunk)
+        .collect();
+    let mut out = json!({ "rooms": page });
+    if more {
+        out["next_batch"] = json!(format!("{want}_{check}"));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ pub mod account_data;
 pub mod devices;
 pub mod directory;
 pub mod discovery;
+pub mod hierarchy;
 pub mod keys;
 pub mod media;
 pub mod membership;
@@ -32,6 +33,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = account_data::routes(r);
     let r = devices::routes(r);
     let r = directory::routes(r);
+    let r = hierarchy::routes(r);
     let r = keys::routes(r);
     let r = media::routes(r);
     let r = presence::routes(r);
