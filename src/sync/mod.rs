@@ -7,6 +7,7 @@ pub mod typing;
 
 use std::{collections::BTreeMap, time::Duration};
 
+use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -16,6 +17,9 @@ use crate::{
 };
 use filter::SyncFilter;
 use token::SyncToken;
+
+/// How many rooms one sync computes at a time.
+const ROOM_CONCURRENCY: usize = 8;
 
 pub struct SyncRequest {
     pub user_id: String,
@@ -91,26 +95,38 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool)> {
     let account_data =
         s.db.account_data_since(&req.user_id, if initial { 0 } else { since_stream })
             .await?;
-    for (room_id, joined_at, _) in &joined {
-        if !f.rooms.allows_room(room_id) {
-            continue;
-        }
-        let newly_joined = !initial && *joined_at > since_stream;
-        let full = initial || req.full_state || newly_joined;
-        let room = joined_room(
+    // Rooms are independent: several are computed at once (each on its own reader connection),
+    // and the answers are put back in order.
+    let wanted: Vec<(&String, bool)> = joined
+        .iter()
+        .filter(|(room_id, _, _)| f.rooms.allows_room(room_id))
+        .map(|(room_id, joined_at, _)| {
+            let newly_joined = !initial && *joined_at > since_stream;
+            (room_id, initial || req.full_state || newly_joined)
+        })
+        .collect();
+    let account_data_ref = &account_data;
+    let mut pending = Vec::with_capacity(wanted.len());
+    for (room_id, full) in &wanted {
+        pending.push(joined_room(
             s,
             req,
             room_id,
-            full,
+            *full,
             since_stream,
             since_typing,
             until,
-            &account_data,
-        )
-        .await?;
-        if let Some(room) = room {
+            account_data_ref,
+        ));
+    }
+    let rooms: Vec<Result<Option<Value>>> = futures::stream::iter(pending)
+        .buffered(ROOM_CONCURRENCY)
+        .collect()
+        .await;
+    for ((room_id, _), room) in wanted.iter().zip(rooms) {
+        if let Some(room) = room? {
             empty = false;
-            join.insert(room_id.clone(), room);
+            join.insert((*room_id).clone(), room);
         }
     }
     let invites = s.db.rooms_with_membership(&req.user_id, "invite").await?;
