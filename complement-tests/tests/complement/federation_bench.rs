@@ -119,6 +119,31 @@ async fn federation_bench() {
         members["joined"].as_object().map(|m| m.len()).unwrap_or(0)
     );
 
+    // The same between two Ganglion nodes.
+    let h = start_with(
+        Backend::Sqlite,
+        ServerOptions {
+            federation: Some(FederationOptions::default()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let hal = h.register("hal").await;
+    let g_room = gina
+        .create_room(json!({"preset": "public_chat", "room_alias_name": "pair"}))
+        .await;
+    hal.join(&format!("#pair:{}", g.server_name)).await;
+    let g_to_h = latency(&gina, &hal, &g_room, LATENCY_SAMPLES).await;
+    let h_to_g = latency(&hal, &gina, &g_room, LATENCY_SAMPLES).await;
+    println!(
+        "message -> other node's /sync over {LATENCY_SAMPLES} messages, Ganglion <-> Ganglion: \
+         p50 {:?} p99 {:?} one way, p50 {:?} p99 {:?} the other",
+        pct(&g_to_h, 0.5),
+        pct(&g_to_h, 0.99),
+        pct(&h_to_g, 0.5),
+        pct(&h_to_g, 0.99)
+    );
+
     let to_g = latency(&owner, &gina, &room, LATENCY_SAMPLES).await;
     let to_s = latency(&gina, &owner, &room, LATENCY_SAMPLES).await;
     println!(
