@@ -67,32 +67,4 @@ impl Db {
             })
             .collect()
     }
-
-    /// Stream position of the user's latest read receipt (public or private, unthreaded) in a room.
-    pub async fn read_up_to(&self, room_id: &str, user_id: &str) -> Result<Option<i64>> {
-        let row = sqlx::query(
-            "SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id
-             WHERE r.room_id = $1 AND r.user_id = $2 AND r.receipt_type IN ('m.read', 'm.read.private')",
-        )
-        .bind(room_id)
-        .bind(user_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get::<Option<i64>, _>(0)?)
-    }
-
-    /// Messages from others after a position (for unread counts).
-    pub async fn count_unread(&self, room_id: &str, user_id: &str, after: i64) -> Result<i64> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) FROM events WHERE room_id = $1 AND stream_ordering > $2 AND sender <> $3
-             AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND rejected = 0 AND outlier = 0
-             AND redacted_by IS NULL",
-        )
-        .bind(room_id)
-        .bind(after)
-        .bind(user_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get(0)?)
-    }
 }

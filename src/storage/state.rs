@@ -136,22 +136,6 @@ impl Db {
         Ok(snap)
     }
 
-    /// Stores a snapshot equal to `base` (or empty) with `changes` applied, under `new_id`.
-    pub async fn store_snapshot(
-        &self,
-        tx: &mut Tx<'_>,
-        room_id: &str,
-        base: Option<&Snapshot>,
-        changes: &[((String, String), String)],
-        new_id: i64,
-    ) -> Result<Arc<Snapshot>> {
-        let (snap, blocks) = compute_snapshot(base, changes);
-        let snap = Arc::new(snap);
-        self.write_snapshot(tx, room_id, new_id, &snap, &blocks)
-            .await?;
-        Ok(snap)
-    }
-
     /// Writes a snapshot computed by [`compute_snapshot`] and its new blocks.
     pub async fn write_snapshot(
         &self,

@@ -166,35 +166,6 @@ impl Db {
             .await?;
         Ok(())
     }
-
-    /// Users whose id or display name contains `term`, sharing a room with or public to `searcher`.
-    pub async fn search_users(
-        &self,
-        searcher: &str,
-        term: &str,
-        limit: i64,
-    ) -> Result<Vec<(String, Option<String>, Option<String>)>> {
-        let pattern = format!("%{}%", term.to_lowercase().replace(['%', '_'], ""));
-        let rows = sqlx::query(
-            "SELECT u.user_id, u.displayname, u.avatar_url FROM users u
-             WHERE u.deactivated = 0 AND (LOWER(u.user_id) LIKE $1 OR LOWER(COALESCE(u.displayname, '')) LIKE $1)
-             AND (u.user_id = $2 OR EXISTS (
-                 SELECT 1 FROM memberships a JOIN memberships b ON a.room_id = b.room_id
-                 WHERE a.user_id = $2 AND b.user_id = u.user_id AND a.membership = 'join' AND b.membership = 'join')
-              OR EXISTS (
-                 SELECT 1 FROM memberships m JOIN rooms r ON r.room_id = m.room_id
-                 WHERE m.user_id = u.user_id AND m.membership = 'join' AND r.published = 1))
-             ORDER BY u.user_id LIMIT $3",
-        )
-        .bind(pattern)
-        .bind(searcher)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect()
-    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -19,8 +19,6 @@ pub struct Notifier {
     /// Bumped on every notification; long polls watch it.
     tick: watch::Sender<u64>,
     counter: AtomicU64,
-    /// Latest position of anything global (presence, device lists) — checked by every waiter.
-    global: Mutex<i64>,
     /// The stream position when this process started: nothing older is tracked here.
     start: i64,
 }
@@ -33,7 +31,6 @@ impl Notifier {
             users: Mutex::new(HashMap::new()),
             tick,
             counter: AtomicU64::new(0),
-            global: Mutex::new(start),
             start,
         }
     }
@@ -68,14 +65,6 @@ impl Notifier {
         self.bump();
     }
 
-    /// Something every syncing user may need to look at (presence, device lists).
-    pub fn notify_global(&self, pos: i64) {
-        if let Ok(mut g) = self.global.lock() {
-            *g = (*g).max(pos);
-        }
-        self.bump();
-    }
-
     /// A typing change in a room (typing has its own serial).
     pub fn notify_typing(&self, room_id: &str) {
         let _ = room_id;
@@ -98,9 +87,6 @@ impl Notifier {
 
     /// Whether anything after `since` concerns this user or these rooms.
     pub fn has_news(&self, user: &str, rooms: &[String], since: i64) -> bool {
-        if self.global.lock().map(|g| *g > since).unwrap_or(true) {
-            return true;
-        }
         if self
             .users
             .lock()
