@@ -26,6 +26,7 @@ pub struct Services {
     pub uia: UiaSessions,
     pub device_activity: crate::users::devices::DeviceActivity,
     pub admin_nonces: crate::users::register::Nonces,
+    pub unread: crate::push::UnreadCache,
 }
 
 pub type AppState = Arc<Services>;
@@ -74,6 +75,7 @@ impl Services {
             uia: UiaSessions::default(),
             device_activity: Default::default(),
             admin_nonces: Default::default(),
+            unread: Default::default(),
         }))
     }
 

@@ -381,59 +381,124 @@ impl UnreadCounts {
     }
 }
 
+/// Unread counts already worked out, per (user, room, counted per thread): `/sync` evaluates
+/// only the events that arrived since, instead of every unread event on every sync.
+#[derive(Default)]
+pub struct UnreadCache {
+    inner: std::sync::Mutex<HashMap<(String, String, bool), CachedUnread>>,
+}
+
+#[derive(Clone)]
+struct CachedUnread {
+    joined_at: i64,
+    receipts: HashMap<String, i64>,
+    /// Every candidate event up to this stream position is in `counts`.
+    evaluated_to: i64,
+    counts: UnreadCounts,
+}
+
+/// Entries kept before the cache starts over.
+const UNREAD_CACHE_MAX: usize = 50_000;
+
+impl UnreadCache {
+    fn get(&self, key: &(String, String, bool)) -> Option<CachedUnread> {
+        self.inner.lock().ok()?.get(key).cloned()
+    }
+
+    fn put(&self, key: (String, String, bool), entry: CachedUnread) {
+        if let Ok(mut m) = self.inner.lock() {
+            if m.len() >= UNREAD_CACHE_MAX {
+                m.clear();
+            }
+            m.insert(key, entry);
+        }
+    }
+
+    /// Forgets a room's counts (an event in it was redacted, so counted events may no longer
+    /// count).
+    pub fn invalidate_room(&self, room_id: &str) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.retain(|(_, r, _), _| r != room_id);
+        }
+    }
+}
+
 /// Counts the events after the user's read receipts (and after `joined_at`) that the user's
 /// push rules make notify / highlight. Threaded receipts apply to their thread (`main` to the
 /// main timeline), unthreaded ones to everything. With `per_thread`, events in threads are
 /// counted under their thread root instead of the room. Only the newest [`MAX_EVALUATED`]
-/// events are looked at.
+/// events are looked at. `receipts` are the user's read positions in the room by thread.
+///
+/// Counts are cached: while the user's receipts and membership stay the same, only events
+/// newer than those already counted are evaluated, and none at all when the room is quiet.
 pub async fn unread_counts(
-    db: &Db,
+    s: &Services,
     room_id: &str,
     user_id: &str,
     joined_at: i64,
+    receipts: &HashMap<String, i64>,
     per_thread: bool,
 ) -> Result<UnreadCounts> {
-    let room_id = <&RoomId>::try_from(room_id).map_err(Error::internal)?;
-    let user_id = <&UserId>::try_from(user_id).map_err(Error::internal)?;
-    let receipts: HashMap<String, i64> = db
-        .read_positions_by_thread(room_id.as_str(), user_id.as_str())
-        .await?
-        .into_iter()
-        .collect();
+    let db = &s.db;
+    let key = (user_id.to_owned(), room_id.to_owned(), per_thread);
     let unthreaded = receipts.get("").copied().unwrap_or(0);
     let floor = joined_at.max(unthreaded);
+    let (mut counts, after) = match s.unread.get(&key) {
+        Some(c) if c.joined_at == joined_at && c.receipts == *receipts => {
+            if s.notifier.room_quiet_since(room_id, c.evaluated_to) {
+                return Ok(c.counts);
+            }
+            (c.counts, c.evaluated_to.max(floor))
+        }
+        _ => (UnreadCounts::default(), floor),
+    };
+    let room = <&RoomId>::try_from(room_id).map_err(Error::internal)?;
+    let user = <&UserId>::try_from(user_id).map_err(Error::internal)?;
+    // Everything committed up to here is seen by the query below.
+    let horizon = db.stream_position();
     let events = db
-        .notification_candidates(room_id.as_str(), user_id.as_str(), floor, MAX_EVALUATED)
+        .notification_candidates(room_id, user_id, after, MAX_EVALUATED)
         .await?;
-    let mut counts = UnreadCounts::default();
-    if events.is_empty() {
-        return Ok(counts);
-    }
-    let eval = Evaluator::for_room(db, room_id, user_id).await?;
-    for pdu in &events {
-        let thread = relation_of(pdu).thread_id;
-        let read = receipts
-            .get(thread.as_deref().unwrap_or("main"))
-            .copied()
-            .unwrap_or(0);
-        if pdu.stream_ordering <= read {
-            continue;
-        }
-        let v = eval.evaluate(&pdu.to_client(None)).await?;
-        if !v.notify {
-            continue;
-        }
-        match thread {
-            Some(root) if per_thread => {
-                let e = counts.threads.entry(root).or_default();
-                e.0 += 1;
-                e.1 += v.highlight as u64;
+    let evaluated_to = events
+        .first()
+        .map_or(horizon, |p| p.stream_ordering.max(horizon))
+        .max(after);
+    if !events.is_empty() {
+        let eval = Evaluator::for_room(db, room, user).await?;
+        for pdu in &events {
+            let thread = relation_of(pdu).thread_id;
+            let read = receipts
+                .get(thread.as_deref().unwrap_or("main"))
+                .copied()
+                .unwrap_or(0);
+            if pdu.stream_ordering <= read {
+                continue;
             }
-            _ => {
-                counts.notifications += 1;
-                counts.highlights += v.highlight as u64;
+            let v = eval.evaluate(&pdu.to_client(None)).await?;
+            if !v.notify {
+                continue;
+            }
+            match thread {
+                Some(root) if per_thread => {
+                    let e = counts.threads.entry(root).or_default();
+                    e.0 += 1;
+                    e.1 += v.highlight as u64;
+                }
+                _ => {
+                    counts.notifications += 1;
+                    counts.highlights += v.highlight as u64;
+                }
             }
         }
     }
+    s.unread.put(
+        key,
+        CachedUnread {
+            joined_at,
+            receipts: receipts.clone(),
+            evaluated_to,
+            counts: counts.clone(),
+        },
+    );
     Ok(counts)
 }

@@ -126,5 +126,6 @@ pub async fn apply(
     .await?;
     tx.commit().await?;
     s.db.pdu_cache().remove(target.event_id.as_str());
+    s.unread.invalidate_room(target.room_id.as_str());
     Ok(())
 }

@@ -176,104 +176,118 @@ fn served(ev: &Value) -> Option<Served> {
 }
 
 /// Adds `unsigned.m.relations` (`m.thread` summaries and the latest `m.replace` edit) to events
-/// in the client format, with a few batched queries per room.
+/// in the client format, with a few batched queries for all the events (of any rooms) at once.
 pub async fn bundle_aggregations(db: &Db, user_id: &str, events: &mut [Value]) -> Result<()> {
     let infos: Vec<Option<Served>> = events.iter().map(served).collect();
-    let mut rooms: Vec<&str> = infos.iter().flatten().map(|i| i.room_id.as_str()).collect();
-    rooms.sort_unstable();
-    rooms.dedup();
-    let mut bundles: HashMap<String, Map<String, Value>> = HashMap::new();
-    for room_id in rooms {
-        let in_room: Vec<&Served> = infos
-            .iter()
-            .flatten()
-            .filter(|i| i.room_id == room_id)
-            .collect();
-        let ids: Vec<String> = in_room.iter().map(|i| i.event_id.clone()).collect();
+    let served_events: Vec<&Served> = infos.iter().flatten().collect();
+    if served_events.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<(&str, &str)> = served_events
+        .iter()
+        .map(|i| (i.room_id.as_str(), i.event_id.as_str()))
+        .collect();
 
-        // Threads.
-        let summaries = db.thread_summaries(room_id, &ids).await?;
-        let latest_ids: Vec<String> = summaries.iter().map(|(_, _, l)| l.clone()).collect();
-        let roots: Vec<String> = summaries.iter().map(|(r, _, _)| r.clone()).collect();
-        let participated: HashSet<String> = db
-            .threads_participated(room_id, &roots, user_id)
+    // Threads.
+    let summaries = db.thread_summaries(&keys).await?;
+    let latest_ids: Vec<String> = summaries.iter().map(|(_, _, l)| l.clone()).collect();
+    let roots: Vec<(&str, &str)> = summaries
+        .iter()
+        .filter_map(|(r, _, _)| keys.iter().find(|(_, e)| *e == r.as_str()).copied())
+        .collect();
+    let participated: HashSet<String> = if roots.is_empty() {
+        HashSet::new()
+    } else {
+        db.threads_participated(&roots, user_id)
             .await?
             .into_iter()
-            .collect();
-        let mut latest: HashMap<String, Value> = db
-            .get_pdus(&latest_ids)
-            .await?
-            .iter()
-            .map(|p| (p.event_id.to_string(), p.to_client(None)))
-            .collect();
+            .collect()
+    };
+    let mut latest: HashMap<String, Value> = db
+        .get_pdus(&latest_ids)
+        .await?
+        .iter()
+        .map(|p| (p.event_id.to_string(), p.to_client(None)))
+        .collect();
 
-        // Edits, of the events themselves and of the latest thread replies.
-        let mut originals: HashMap<String, (String, String)> = in_room
-            .iter()
-            .filter(|i| i.editable)
-            .map(|i| (i.event_id.clone(), (i.sender.clone(), i.kind.clone())))
-            .collect();
-        for v in latest.values() {
-            if let Some(i) = served(v).filter(|i| i.editable) {
-                originals.insert(i.event_id, (i.sender, i.kind));
-            }
+    // Edits, of the events themselves and of the latest thread replies.
+    let mut originals: HashMap<String, (String, String, String)> = served_events
+        .iter()
+        .filter(|i| i.editable)
+        .map(|i| {
+            (
+                i.event_id.clone(),
+                (i.room_id.clone(), i.sender.clone(), i.kind.clone()),
+            )
+        })
+        .collect();
+    for v in latest.values() {
+        if let Some(i) = served(v).filter(|i| i.editable) {
+            originals.insert(i.event_id, (i.room_id, i.sender, i.kind));
         }
-        let edit_targets: Vec<String> = originals.keys().cloned().collect();
-        let mut best: HashMap<String, (i64, String)> = HashMap::new();
-        for (target, edit_id, sender, kind, ts) in db.replacements(room_id, &edit_targets).await? {
-            let Some((orig_sender, orig_kind)) = originals.get(&target) else {
-                continue;
-            };
-            if *orig_sender != sender || *orig_kind != kind {
-                continue;
-            }
-            let better = best
-                .get(&target)
-                .is_none_or(|(bts, bid)| (ts, &edit_id) > (*bts, bid));
-            if better {
-                best.insert(target, (ts, edit_id));
-            }
+    }
+    let edit_targets: Vec<(&str, &str)> = originals
+        .iter()
+        .map(|(id, (room, _, _))| (room.as_str(), id.as_str()))
+        .collect();
+    let mut best: HashMap<String, (i64, String)> = HashMap::new();
+    for (target, edit_id, sender, kind, ts) in db.replacements(&edit_targets).await? {
+        let Some((_, orig_sender, orig_kind)) = originals.get(&target) else {
+            continue;
+        };
+        if *orig_sender != sender || *orig_kind != kind {
+            continue;
         }
-        let edit_ids: Vec<String> = best.values().map(|(_, id)| id.clone()).collect();
-        let edits: HashMap<String, Value> = db
-            .get_pdus(&edit_ids)
-            .await?
-            .iter()
-            .map(|p| (p.event_id.to_string(), p.to_client(None)))
-            .collect();
-        let edit_for = |id: &str| best.get(id).and_then(|(_, eid)| edits.get(eid)).cloned();
-        for (id, v) in latest.iter_mut() {
-            if let Some(e) = edit_for(id) {
-                insert_relation(v, "m.replace", e);
-            }
+        let better = best
+            .get(&target)
+            .is_none_or(|(bts, bid)| (ts, &edit_id) > (*bts, bid));
+        if better {
+            best.insert(target, (ts, edit_id));
         }
+    }
+    let edit_ids: Vec<String> = best.values().map(|(_, id)| id.clone()).collect();
+    let edits: HashMap<String, Value> = db
+        .get_pdus(&edit_ids)
+        .await?
+        .iter()
+        .map(|p| (p.event_id.to_string(), p.to_client(None)))
+        .collect();
+    let edit_for = |id: &str| best.get(id).and_then(|(_, eid)| edits.get(eid)).cloned();
+    for (id, v) in latest.iter_mut() {
+        if let Some(e) = edit_for(id) {
+            insert_relation(v, "m.replace", e);
+        }
+    }
 
-        for i in &in_room {
-            let mut rel = Map::new();
-            if let Some((_, count, latest_id)) = summaries.iter().find(|(r, _, _)| *r == i.event_id)
-                && let Some(latest_ev) = latest.get(latest_id)
-            {
-                rel.insert(
-                    "m.thread".into(),
-                    json!({
-                        "latest_event": latest_ev,
-                        "count": count,
-                        "current_user_participated":
-                            i.sender == user_id || participated.contains(&i.event_id),
-                    }),
-                );
-            }
-            if let Some(e) = edit_for(&i.event_id) {
-                rel.insert("m.replace".into(), e);
-            }
-            if !rel.is_empty() {
-                bundles.insert(i.event_id.clone(), rel);
-            }
+    let mut bundles: HashMap<String, Map<String, Value>> = HashMap::new();
+    for i in &served_events {
+        let mut rel = Map::new();
+        if let Some((_, count, latest_id)) = summaries.iter().find(|(r, _, _)| *r == i.event_id)
+            && let Some(latest_ev) = latest.get(latest_id)
+        {
+            rel.insert(
+                "m.thread".into(),
+                json!({
+                    "latest_event": latest_ev,
+                    "count": count,
+                    "current_user_participated":
+                        i.sender == user_id || participated.contains(&i.event_id),
+                }),
+            );
         }
+        if let Some(e) = edit_for(&i.event_id) {
+            rel.insert("m.replace".into(), e);
+        }
+        if !rel.is_empty() {
+            bundles.insert(i.event_id.clone(), rel);
+        }
+    }
+    if bundles.is_empty() {
+        return Ok(());
     }
     for (ev, info) in events.iter_mut().zip(infos) {
         if let Some(info) = info
-            && let Some(rel) = bundles.get(&info.event_id).cloned()
+            && let Some(rel) = bundles.remove(&info.event_id)
         {
             for (k, v) in rel {
                 insert_relation(ev, &k, v);

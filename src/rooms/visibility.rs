@@ -17,7 +17,17 @@ pub async fn filter_visible(db: &Db, user_id: &str, events: Vec<Pdu>) -> Result<
         .membership(&room_id, user_id)
         .await?
         .map(|m| m.membership);
-    let currently_joined = current.as_deref() == Some("join");
+    filter_visible_as(db, user_id, events, current.as_deref() == Some("join")).await
+}
+
+/// [`filter_visible`] for a caller that already knows whether the user is joined to the room
+/// now (all `events` are of one room).
+pub async fn filter_visible_as(
+    db: &Db,
+    user_id: &str,
+    events: Vec<Pdu>,
+    currently_joined: bool,
+) -> Result<Vec<Pdu>> {
     // (membership at event, visibility at event) per snapshot, memoised.
     let mut memo: HashMap<i64, (Option<String>, String)> = HashMap::new();
     let mut out = Vec::with_capacity(events.len());

@@ -439,94 +439,101 @@ impl Db {
             .collect()
     }
 
-    /// Thread summaries for these roots in a room: (root id, reply count, latest reply id).
+    /// Thread summaries of these thread roots, given as (room, root event): (root, number of
+    /// replies, latest reply's id). Replies are counted only in the root's own room.
     pub async fn thread_summaries(
         &self,
-        room_id: &str,
-        roots: &[String],
+        roots: &[(&str, &str)],
     ) -> Result<Vec<(String, i64, String)>> {
         let mut out = Vec::new();
         for chunk in roots.chunks(200) {
-            let list = placeholders(2, chunk.len());
+            let list = placeholders(1, chunk.len());
             let sql = format!(
-                "SELECT s.thread_id, s.n, e.event_id FROM (
-                    SELECT thread_id, COUNT(*) AS n, MAX(stream_ordering) AS latest FROM events
-                    WHERE room_id = $1 AND thread_id IN ({list}) AND rejected = 0 AND outlier = 0
-                    GROUP BY thread_id
+                "SELECT s.room_id, s.thread_id, s.n, e.event_id FROM (
+                    SELECT room_id, thread_id, COUNT(*) AS n, MAX(stream_ordering) AS latest
+                    FROM events WHERE thread_id IN ({list}) AND rejected = 0 AND outlier = 0
+                    GROUP BY room_id, thread_id
                  ) s JOIN events e ON e.stream_ordering = s.latest"
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id);
-            for id in chunk {
-                q = q.bind(id.as_str());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (_, id) in chunk {
+                q = q.bind(*id);
             }
             for r in q.fetch_all(&self.pool).await? {
-                out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+                let room: String = r.try_get(0)?;
+                let root: String = r.try_get(1)?;
+                if chunk.iter().any(|(rm, rt)| *rm == room && *rt == root) {
+                    out.push((root, r.try_get(2)?, r.try_get(3)?));
+                }
             }
         }
         Ok(out)
     }
 
-    /// Which of these thread roots `user_id` replied in.
+    /// Which of these thread roots, given as (room, root event), `user_id` replied in.
     pub async fn threads_participated(
         &self,
-        room_id: &str,
-        roots: &[String],
+        roots: &[(&str, &str)],
         user_id: &str,
     ) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for chunk in roots.chunks(200) {
-            let list = placeholders(3, chunk.len());
+            let list = placeholders(2, chunk.len());
             let sql = format!(
-                "SELECT DISTINCT thread_id FROM events WHERE room_id = $1 AND sender = $2
+                "SELECT DISTINCT room_id, thread_id FROM events WHERE sender = $1
                  AND thread_id IN ({list}) AND rejected = 0 AND outlier = 0"
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(room_id)
-                .bind(user_id);
-            for id in chunk {
-                q = q.bind(id.as_str());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id);
+            for (_, id) in chunk {
+                q = q.bind(*id);
             }
             for r in q.fetch_all(&self.pool).await? {
-                out.push(r.try_get(0)?);
+                let room: String = r.try_get(0)?;
+                let root: String = r.try_get(1)?;
+                if chunk.iter().any(|(rm, rt)| *rm == room && *rt == root) {
+                    out.push(root);
+                }
             }
         }
         Ok(out)
     }
 
-    /// Unredacted m.replace events for these events in a room:
+    /// Unredacted m.replace events for these events, given as (room, event), in the same room:
     /// (replaced id, edit id, edit sender, edit type, edit origin_server_ts).
     pub async fn replacements(
         &self,
-        room_id: &str,
-        event_ids: &[String],
+        events: &[(&str, &str)],
     ) -> Result<Vec<(String, String, String, String, i64)>> {
         let mut out = Vec::new();
-        for chunk in event_ids.chunks(200) {
-            let list = placeholders(2, chunk.len());
+        for chunk in events.chunks(200) {
+            let list = placeholders(1, chunk.len());
             let sql = format!(
-                "SELECT relates_to, event_id, sender, type, origin_server_ts FROM events
-                 WHERE room_id = $1 AND relates_to IN ({list}) AND rel_type = 'm.replace'
+                "SELECT room_id, relates_to, event_id, sender, type, origin_server_ts FROM events
+                 WHERE relates_to IN ({list}) AND rel_type = 'm.replace'
                  AND rejected = 0 AND outlier = 0 AND redacted_by IS NULL"
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id);
-            for id in chunk {
-                q = q.bind(id.as_str());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (_, id) in chunk {
+                q = q.bind(*id);
             }
             for r in q.fetch_all(&self.pool).await? {
-                out.push((
-                    r.try_get(0)?,
-                    r.try_get(1)?,
-                    r.try_get(2)?,
-                    r.try_get(3)?,
-                    r.try_get(4)?,
-                ));
+                let room: String = r.try_get(0)?;
+                let target: String = r.try_get(1)?;
+                if chunk.iter().any(|(rm, ev)| *rm == room && *ev == target) {
+                    out.push((
+                        target,
+                        r.try_get(2)?,
+                        r.try_get(3)?,
+                        r.try_get(4)?,
+                        r.try_get(5)?,
+                    ));
+                }
             }
         }
         Ok(out)
     }
 }
 
-/// `$first, $first+1, …` for `n` parameters.
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))

@@ -27,6 +27,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_core"),
     migration!(2, "0002_federation"),
     migration!(3, "0003_media"),
+    migration!(4, "0004_sync_indexes"),
 ];
 
 pub async fn run(db: &Db) -> Result<()> {

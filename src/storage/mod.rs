@@ -40,6 +40,7 @@ pub mod push_rules;
 pub mod receipts;
 pub mod rooms;
 pub mod state;
+pub mod sync;
 pub mod users;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,13 +1,13 @@
 //! `/sync`: initial and incremental sync over the one stream, with long-polling.
 
 pub mod filter;
+pub mod joined;
 pub mod notifier;
 pub mod token;
 pub mod typing;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -17,9 +17,6 @@ use crate::{
 };
 use filter::SyncFilter;
 use token::SyncToken;
-
-/// How many rooms one sync computes at a time.
-const ROOM_CONCURRENCY: usize = 8;
 
 pub struct SyncRequest {
     pub user_id: String,
@@ -95,39 +92,26 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool)> {
     let account_data =
         s.db.account_data_since(&req.user_id, if initial { 0 } else { since_stream })
             .await?;
-    // Rooms are independent: several are computed at once (each on its own reader connection),
-    // and the answers are put back in order.
-    let wanted: Vec<(&String, bool)> = joined
+    let wanted: Vec<joined::JoinedRoom> = joined
         .iter()
         .filter(|(room_id, _, _)| f.rooms.allows_room(room_id))
         .map(|(room_id, joined_at, _)| {
             let newly_joined = !initial && *joined_at > since_stream;
-            (room_id, initial || req.full_state || newly_joined)
+            joined::JoinedRoom {
+                room_id,
+                full: initial || req.full_state || newly_joined,
+                joined_at: *joined_at,
+            }
         })
         .collect();
-    let account_data_ref = &account_data;
-    let mut pending = Vec::with_capacity(wanted.len());
-    for (room_id, full) in &wanted {
-        pending.push(joined_room(
-            s,
-            req,
-            room_id,
-            *full,
-            since_stream,
-            since_typing,
-            until,
-            account_data_ref,
-        ));
-    }
-    let rooms: Vec<Result<Option<Value>>> = futures::stream::iter(pending)
-        .buffered(ROOM_CONCURRENCY)
-        .collect()
-        .await;
-    for ((room_id, _), room) in wanted.iter().zip(rooms) {
-        if let Some(room) = room? {
-            empty = false;
-            join.insert((*room_id).clone(), room);
-        }
+    let window = joined::Window {
+        since: since_stream,
+        since_typing,
+        until,
+    };
+    for (room_id, room) in joined::joined_rooms(s, req, &wanted, window, &account_data).await? {
+        empty = false;
+        join.insert(room_id, room);
     }
     let invites = s.db.rooms_with_membership(&req.user_id, "invite").await?;
     for (room_id, at, event_id) in invites {
@@ -259,210 +243,6 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool)> {
     Ok((resp, empty))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn joined_room(
-    s: &Services,
-    req: &SyncRequest,
-    room_id: &str,
-    full: bool,
-    since: i64,
-    since_typing: u64,
-    until: i64,
-    account_data: &[(String, String, Value)],
-) -> Result<Option<Value>> {
-    let f = &req.filter;
-    if !full
-        && s.notifier.room_quiet_since(room_id, since)
-        && !s.typing.changed_since(room_id, since_typing)
-        && !account_data.iter().any(|(r, _, _)| r == room_id)
-    {
-        return Ok(None);
-    }
-    let limit = f.timeline.limit.unwrap_or(10).clamp(1, 500) as i64;
-    let from = if full { 0 } else { since };
-    let (timeline, limited) = s.db.room_timeline(room_id, from, until, limit).await?;
-    let timeline = filter_visible(&s.db, &req.user_id, timeline).await?;
-    let timeline: Vec<Pdu> = timeline
-        .into_iter()
-        .filter(|p| f.timeline.allows(p))
-        .collect();
-
-    let typing_changed = s.typing.changed_since(room_id, since_typing);
-    let receipts =
-        s.db.receipts_since(room_id, if full { 0 } else { since }, &req.user_id)
-            .await?;
-    let room_ad: Vec<Value> = account_data
-        .iter()
-        .filter(|(r, _, _)| r == room_id)
-        .map(|(_, t, c)| json!({"type": t, "content": c}))
-        .filter(|e| f.room_account_data.allows_json(e))
-        .collect();
-    if !full && timeline.is_empty() && !typing_changed && receipts.is_empty() && room_ad.is_empty()
-    {
-        return Ok(None);
-    }
-
-    // State: at the start of the timeline for a full room; the changes since `since` otherwise.
-    let first_pos = timeline
-        .first()
-        .map(|p| p.stream_ordering)
-        .unwrap_or(until + 1);
-    // The state before the timeline: after the last event before it, or (when the room's
-    // history here starts with the timeline, as after a join over federation) the state after
-    // its first event, whose own entry is in the timeline anyway.
-    let start_snapshot = match s.db.snapshot_at_stream(room_id, first_pos - 1).await? {
-        Some(snap) => Some(snap),
-        None => timeline.first().and_then(|p| p.state_after),
-    };
-    let state_ids: Vec<String> = if full {
-        match start_snapshot {
-            Some(snap) => {
-                s.db.load_snapshot(snap)
-                    .await?
-                    .map
-                    .values()
-                    .cloned()
-                    .collect()
-            }
-            None => Vec::new(),
-        }
-    } else if limited {
-        let before = match s.db.snapshot_at_stream(room_id, since).await? {
-            Some(snap) => s.db.load_snapshot(snap).await?.map.clone(),
-            None => Default::default(),
-        };
-        match start_snapshot {
-            Some(snap) => {
-                let at_start = s.db.load_snapshot(snap).await?;
-                at_start
-                    .map
-                    .iter()
-                    .filter(|(k, v)| before.get(*k) != Some(*v))
-                    .map(|(_, v)| v.clone())
-                    .collect()
-            }
-            None => Vec::new(),
-        }
-    } else {
-        Vec::new()
-    };
-    let mut state = s.db.get_pdus(&state_ids).await?;
-    state.retain(|p| f.state.allows(p));
-    if f.state.lazy_load_members {
-        let mut wanted: std::collections::HashSet<&str> =
-            timeline.iter().map(|p| p.sender.as_str()).collect();
-        wanted.insert(req.user_id.as_str());
-        state.retain(|p| {
-            p.kind.to_string() != "m.room.member"
-                || p.state_key.as_deref().is_some_and(|k| wanted.contains(k))
-        });
-        if !full {
-            // Members of new timeline senders whose member events are not already in view.
-            let have: std::collections::HashSet<String> =
-                state.iter().filter_map(|p| p.state_key.clone()).collect();
-            let missing: Vec<Pdu> = timeline
-                .iter()
-                .filter(|p| !have.contains(p.sender.as_str()))
-                .cloned()
-                .collect();
-            if !missing.is_empty() && since > 0 {
-                let mut ids = Vec::new();
-                for u in missing
-                    .iter()
-                    .map(|p| p.sender.to_string())
-                    .collect::<std::collections::BTreeSet<_>>()
-                {
-                    if let Some(id) =
-                        s.db.current_state_event_id(room_id, "m.room.member", &u)
-                            .await?
-                    {
-                        ids.push(id);
-                    }
-                }
-                state.extend(s.db.get_pdus(&ids).await?);
-            }
-        }
-    }
-    // A state event in the timeline is not repeated in `state`.
-    let in_timeline: std::collections::HashSet<&str> =
-        timeline.iter().map(|p| p.event_id.as_str()).collect();
-    state.retain(|p| !in_timeline.contains(p.event_id.as_str()));
-
-    let mut ephemeral = Vec::new();
-    if typing_changed || (full && !s.typing.typing_users(room_id).is_empty()) {
-        ephemeral.push(
-            json!({"type": "m.typing", "content": {"user_ids": s.typing.typing_users(room_id)}}),
-        );
-    }
-    if !receipts.is_empty() {
-        let mut content: Map<String, Value> = Map::new();
-        for r in receipts {
-            if r.receipt_type == "m.read.private" && r.user_id != req.user_id {
-                continue;
-            }
-            let mut data = json!({"ts": r.ts});
-            if !r.thread_id.is_empty() {
-                data["thread_id"] = json!(r.thread_id);
-            }
-            let ev = content
-                .entry(r.event_id.clone())
-                .or_insert_with(|| json!({}));
-            ev[r.receipt_type.as_str()][r.user_id.as_str()] = data;
-        }
-        if !content.is_empty() {
-            ephemeral.push(json!({"type": "m.receipt", "content": content}));
-        }
-    }
-    ephemeral.retain(|e| f.ephemeral.allows_json(e));
-
-    let prev_batch = timeline
-        .first()
-        .map(|p| token::position_token(p.stream_ordering))
-        .unwrap_or_else(|| token::position_token(until + 1));
-    let joined_at =
-        s.db.membership(room_id, &req.user_id)
-            .await?
-            .map(|m| m.stream_ordering)
-            .unwrap_or(0);
-    let unread = crate::push::unread_counts(
-        &s.db,
-        room_id,
-        &req.user_id,
-        joined_at,
-        f.unread_thread_notifications,
-    )
-    .await?;
-
-    let mut timeline_json: Vec<Value> = timeline
-        .iter()
-        .map(|p| p.to_client(txn_for(p, req)))
-        .collect();
-    crate::rooms::relations::bundle_aggregations(&s.db, &req.user_id, &mut timeline_json).await?;
-    let mut room = json!({
-        "timeline": {
-            "events": timeline_json,
-            "limited": limited,
-            "prev_batch": prev_batch,
-        },
-        "state": {"events": state.iter().map(|p| p.to_client(None)).collect::<Vec<_>>()},
-        "ephemeral": {"events": ephemeral},
-        "account_data": {"events": room_ad},
-        "unread_notifications": unread.room_json(),
-    });
-    if f.unread_thread_notifications && !unread.threads.is_empty() {
-        room["unread_thread_notifications"] = unread.threads_json();
-    }
-    if full
-        || state.iter().any(|p| p.kind.to_string() == "m.room.member")
-        || timeline
-            .iter()
-            .any(|p| p.kind.to_string() == "m.room.member")
-    {
-        room["summary"] = summary(s, room_id, &req.user_id).await?;
-    }
-    Ok(Some(room))
-}
-
 /// The transaction id is shown only to the device that sent the event.
 fn txn_for<'a>(p: &'a Pdu, req: &SyncRequest) -> Option<&'a str> {
     match &p.local_txn {
@@ -471,21 +251,6 @@ fn txn_for<'a>(p: &'a Pdu, req: &SyncRequest) -> Option<&'a str> {
         }
         _ => None,
     }
-}
-
-async fn summary(s: &Services, room_id: &str, user_id: &str) -> Result<Value> {
-    let members = s.db.room_members(room_id).await?;
-    let joined = members.iter().filter(|m| m.membership == "join").count();
-    let invited = members.iter().filter(|m| m.membership == "invite").count();
-    let heroes: Vec<&str> = members
-        .iter()
-        .filter(|m| (m.membership == "join" || m.membership == "invite") && m.user_id != user_id)
-        .take(5)
-        .map(|m| m.user_id.as_str())
-        .collect();
-    Ok(
-        json!({"m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited}),
-    )
 }
 
 async fn invite_state(s: &Services, room_id: &str, invite_event_id: &str) -> Result<Vec<Value>> {

@@ -1,0 +1,197 @@
+//! Reads that `/sync` makes for many rooms at once: one round trip per kind of data for the
+//! whole response instead of one per room.
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::{
+    Db,
+    events::{EVENT_COLUMNS, pdu_from_row},
+    receipts::Receipt,
+};
+use crate::{error::Result, rooms::Pdu};
+
+/// Rooms per statement (each room takes a few parameters; both databases allow far more).
+const CHUNK: usize = 100;
+
+/// What one room's timeline window is: events after `since` up to the sync's upper bound.
+pub struct TimelineWindow<'a> {
+    pub room_id: &'a str,
+    pub since: i64,
+}
+
+impl Db {
+    /// The newest `limit` timeline events of each room after its `since` (exclusive) up to
+    /// `until` (inclusive), oldest first, and whether more were left out (`limited`).
+    pub async fn room_timelines(
+        &self,
+        windows: &[TimelineWindow<'_>],
+        until: i64,
+        limit: i64,
+    ) -> Result<HashMap<String, (Vec<Pdu>, bool)>> {
+        let mut out: HashMap<String, (Vec<Pdu>, bool)> = HashMap::with_capacity(windows.len());
+        for chunk in windows.chunks(CHUNK) {
+            // One index-driven subquery per room, glued with UNION ALL.
+            let mut parts = Vec::with_capacity(chunk.len());
+            for i in 0..chunk.len() {
+                let b = 3 + i * 2;
+                parts.push(format!(
+                    "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ${b}
+                     AND stream_ordering > ${} AND stream_ordering <= $1 AND outlier = 0
+                     AND rejected = 0 ORDER BY stream_ordering DESC LIMIT $2) t{i}",
+                    b + 1
+                ));
+            }
+            let sql = parts.join(" UNION ALL ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(until)
+                .bind(limit + 1);
+            for w in chunk {
+                q = q.bind(w.room_id).bind(w.since);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let p = pdu_from_row(&row)?;
+                out.entry(p.room_id.to_string())
+                    .or_insert_with(|| (Vec::new(), false))
+                    .0
+                    .push(p);
+            }
+        }
+        for (events, limited) in out.values_mut() {
+            events.sort_by_key(|p| std::cmp::Reverse(p.stream_ordering));
+            if events.len() as i64 > limit {
+                events.truncate(limit as usize);
+                *limited = true;
+            }
+            events.reverse();
+        }
+        Ok(out)
+    }
+
+    /// Receipts after each room's `since` that `viewer` may see (private ones only their own).
+    pub async fn receipts_in_rooms(
+        &self,
+        windows: &[TimelineWindow<'_>],
+        viewer: &str,
+    ) -> Result<HashMap<String, Vec<Receipt>>> {
+        let mut out: HashMap<String, Vec<Receipt>> = HashMap::new();
+        for chunk in windows.chunks(CHUNK) {
+            let conds: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(room_id = ${} AND stream_id > ${})", 2 + i * 2, 3 + i * 2))
+                .collect();
+            let sql = format!(
+                "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts
+                 WHERE ({}) AND (receipt_type <> 'm.read.private' OR user_id = $1)
+                 ORDER BY stream_id",
+                conds.join(" OR ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(viewer);
+            for w in chunk {
+                q = q.bind(w.room_id).bind(w.since);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let receipt = Receipt {
+                    room_id: r.try_get(0)?,
+                    receipt_type: r.try_get(1)?,
+                    user_id: r.try_get(2)?,
+                    thread_id: r.try_get(3)?,
+                    event_id: r.try_get(4)?,
+                    ts: r.try_get(5)?,
+                };
+                out.entry(receipt.room_id.clone())
+                    .or_default()
+                    .push(receipt);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The user's read positions in every room, per thread (`""` for unthreaded receipts).
+    pub async fn read_positions_of_user(
+        &self,
+        user_id: &str,
+    ) -> Result<HashMap<String, HashMap<String, i64>>> {
+        let rows = sqlx::query(
+            "SELECT r.room_id, r.thread_id, MAX(e.stream_ordering) FROM receipts r
+             JOIN events e ON e.event_id = r.event_id
+             WHERE r.user_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private')
+             GROUP BY r.room_id, r.thread_id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<String, HashMap<String, i64>> = HashMap::new();
+        for r in rows {
+            if let Some(pos) = r.try_get::<Option<i64>, _>(2)? {
+                out.entry(r.try_get(0)?)
+                    .or_default()
+                    .insert(r.try_get(1)?, pos);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Room summaries: joined and invited member counts and up to five other members (heroes,
+    /// joined or invited, by user id).
+    pub async fn room_summaries(
+        &self,
+        rooms: &[&str],
+        user_id: &str,
+    ) -> Result<HashMap<String, RoomSummary>> {
+        let mut out: HashMap<String, RoomSummary> = HashMap::with_capacity(rooms.len());
+        for chunk in rooms.chunks(CHUNK) {
+            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
+            let sql = format!(
+                "SELECT room_id, membership, COUNT(*) FROM memberships
+                 WHERE room_id IN ({}) AND membership IN ('join', 'invite')
+                 GROUP BY room_id, membership",
+                list.join(",")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q.bind(*r);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let room: String = row.try_get(0)?;
+                let membership: String = row.try_get(1)?;
+                let n: i64 = row.try_get(2)?;
+                let e = out.entry(room).or_default();
+                if membership == "join" {
+                    e.joined = n;
+                } else {
+                    e.invited = n;
+                }
+            }
+            let parts: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    format!(
+                        "SELECT * FROM (SELECT room_id, user_id FROM memberships WHERE room_id = ${}
+                         AND membership IN ('join', 'invite') AND user_id <> $1
+                         ORDER BY user_id LIMIT 5) h{i}",
+                        i + 2
+                    )
+                })
+                .collect();
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(parts.join(" UNION ALL "))).bind(user_id);
+            for r in chunk {
+                q = q.bind(*r);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let room: String = row.try_get(0)?;
+                out.entry(room).or_default().heroes.push(row.try_get(1)?);
+            }
+        }
+        for s in out.values_mut() {
+            s.heroes.sort();
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RoomSummary {
+    pub joined: i64,
+    pub invited: i64,
+    pub heroes: Vec<String>,
+}
