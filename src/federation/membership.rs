@@ -548,7 +548,7 @@ pub async fn joined_state(
     // With members omitted, the heroes (a few members) are still sent when the room has no name.
     let keep: Vec<String> = Vec::new();
     let (state, chain) = state_and_auth_chain_before(s, &pdu, omit_members, &keep).await?;
-    let to_raw = |p: &Pdu| serde_json::value::to_raw_value(&p.json).ok();
+    let to_raw = |p: &Pdu| serde_json::value::to_raw_value(&*p.json).ok();
     Ok(JoinedState {
         state: state.iter().filter_map(to_raw).collect(),
         auth_chain: chain.iter().filter_map(to_raw).collect(),

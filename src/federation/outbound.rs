@@ -15,7 +15,7 @@ pub async fn forward_pdu(s: &Services, pdu: &Pdu, except: &ruma::ServerName) -> 
     if targets.is_empty() {
         return Ok(());
     }
-    let json = serde_json::to_string(&pdu.json)?;
+    let json = serde_json::to_string(&*pdu.json)?;
     let mut tx = s.db.begin().await?;
     for t in &targets {
         Db::enqueue_outbox(&mut tx, t, "pdu", &json).await?;

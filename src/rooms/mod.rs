@@ -466,7 +466,7 @@ async fn invite_room_state(
     }
     let mut out = Vec::new();
     for p in s.db.get_pdus(&ids).await? {
-        out.push(serde_json::value::to_raw_value(&p.json)?);
+        out.push(serde_json::value::to_raw_value(&*p.json)?);
     }
     Ok(out)
 }

@@ -35,8 +35,9 @@ pub struct Pdu {
     pub local_txn: Option<(String, String)>,
     /// Server-side unsigned data (prev_content, replaces_state, transaction id handled apart).
     pub unsigned: Option<Map<String, Value>>,
-    /// The full PDU as canonical JSON (what federation sends and signatures cover).
-    pub json: CanonicalJsonObject,
+    /// The full PDU as canonical JSON (what federation sends and signatures cover); shared, as
+    /// events are cloned out of caches often and changed never.
+    pub json: std::sync::Arc<CanonicalJsonObject>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +73,15 @@ impl Pdu {
         let text = serde_json::to_string(&json)?;
         let f: PduFields = serde_json::from_str(&text)
             .map_err(|e| Error::bad_json(format!("invalid PDU: {e}")))?;
+        Self::from_fields(event_id, fallback_room_id, json, f)
+    }
+
+    fn from_fields(
+        event_id: OwnedEventId,
+        fallback_room_id: Option<&RoomId>,
+        json: CanonicalJsonObject,
+        f: PduFields,
+    ) -> Result<Self> {
         let has_room_id = f.room_id.is_some();
         let room_id = match (f.room_id, fallback_room_id) {
             (Some(r), _) => r,
@@ -105,16 +115,18 @@ impl Pdu {
             state_after: None,
             local_txn: None,
             unsigned: None,
-            json,
+            json: std::sync::Arc::new(json),
         })
     }
 
     pub fn from_stored(event_id: &str, room_id: &str, json: &str) -> Result<Self> {
         let obj: CanonicalJsonObject = serde_json::from_str(json)
             .map_err(|e| Error::internal(format!("stored event {event_id} unreadable: {e}")))?;
+        let f: PduFields = serde_json::from_str(json)
+            .map_err(|e| Error::internal(format!("stored event {event_id} unreadable: {e}")))?;
         let event_id = OwnedEventId::try_from(event_id).map_err(Error::internal)?;
         let room_id = OwnedRoomId::try_from(room_id).map_err(Error::internal)?;
-        Self::from_canonical(event_id, Some(&room_id), obj)
+        Self::from_fields(event_id, Some(&room_id), obj, f)
     }
 
     pub fn is_state(&self) -> bool {
@@ -170,7 +182,7 @@ impl Pdu {
 
     /// The PDU as sent over federation.
     pub fn to_federation(&self) -> Value {
-        serde_json::to_value(&self.json).unwrap_or(Value::Null)
+        serde_json::to_value(&*self.json).unwrap_or(Value::Null)
     }
 }
 

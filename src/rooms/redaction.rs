@@ -110,9 +110,9 @@ pub async fn apply(
     redaction: &Pdu,
     rules: &RoomVersionRules,
 ) -> Result<()> {
-    let mut obj = target.json.clone();
+    let mut obj = (*target.json).clone();
     obj.remove("unsigned");
-    let because = ruma::canonical_json::RedactedBecause::from_json(redaction.json.clone());
+    let because = ruma::canonical_json::RedactedBecause::from_json((*redaction.json).clone());
     let redacted = ruma::canonical_json::redact(obj, &rules.redaction, Some(because))
         .map_err(crate::error::Error::internal)?;
     let text = serde_json::to_string(&redacted)?;

@@ -183,10 +183,16 @@ pub async fn bundle_aggregations(db: &Db, user_id: &str, events: &mut [Value]) -
     if served_events.is_empty() {
         return Ok(());
     }
+    // Only events something relates to can have aggregations.
+    let targets = db.relation_targets();
     let keys: Vec<(&str, &str)> = served_events
         .iter()
+        .filter(|i| targets.contains(&i.event_id))
         .map(|i| (i.room_id.as_str(), i.event_id.as_str()))
         .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
 
     // Threads.
     let summaries = db.thread_summaries(&keys).await?;
@@ -213,7 +219,7 @@ pub async fn bundle_aggregations(db: &Db, user_id: &str, events: &mut [Value]) -
     // Edits, of the events themselves and of the latest thread replies.
     let mut originals: HashMap<String, (String, String, String)> = served_events
         .iter()
-        .filter(|i| i.editable)
+        .filter(|i| i.editable && targets.contains(&i.event_id))
         .map(|i| {
             (
                 i.event_id.clone(),
@@ -222,7 +228,7 @@ pub async fn bundle_aggregations(db: &Db, user_id: &str, events: &mut [Value]) -
         })
         .collect();
     for v in latest.values() {
-        if let Some(i) = served(v).filter(|i| i.editable) {
+        if let Some(i) = served(v).filter(|i| i.editable && targets.contains(&i.event_id)) {
             originals.insert(i.event_id, (i.room_id, i.sender, i.kind));
         }
     }

@@ -241,7 +241,8 @@ async fn write_batch(
         if remote.is_some() && !outlier {
             Db::delete_outlier(&mut w.tx, p.event_id.as_str()).await?;
         }
-        Db::insert_event(&mut w.tx, p, pos, job.state_after, outlier, txn_ref).await?;
+        db.insert_event(&mut w.tx, p, pos, job.state_after, outlier, txn_ref)
+            .await?;
         match remote {
             None => Db::update_forward_extremities(&mut w.tx, p).await?,
             Some(r) if r.extremity => Db::update_forward_extremities(&mut w.tx, p).await?,
@@ -314,7 +315,7 @@ async fn write_batch(
             }
             targets.retain(|t| *t != o.server_name);
             if !targets.is_empty() {
-                let json = serde_json::to_string(&p.json)?;
+                let json = serde_json::to_string(&*p.json)?;
                 for t in &targets {
                     Db::enqueue_outbox(&mut w.tx, t, "pdu", &json).await?;
                     if !destinations.contains(t) {

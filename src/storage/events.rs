@@ -13,6 +13,30 @@ pub struct PduCache {
     inner: std::sync::Mutex<std::collections::HashMap<String, Pdu>>,
 }
 
+/// The ids of every event some stored event relates to (`m.relates_to.event_id`: edits,
+/// thread replies, annotations, references). Events outside it have no bundled aggregations,
+/// which spares the relation queries for most of a timeline. Entries are added before the
+/// relating event commits, so the set is never missing one that a reader could see.
+#[derive(Default)]
+pub struct RelationTargets {
+    inner: std::sync::RwLock<std::collections::HashSet<String>>,
+}
+
+impl RelationTargets {
+    pub fn contains(&self, event_id: &str) -> bool {
+        // A poisoned lock says "maybe": the caller then queries as if it were there.
+        self.inner.read().map_or(true, |s| s.contains(event_id))
+    }
+
+    pub fn add(&self, event_id: &str) {
+        if let Ok(mut s) = self.inner.write()
+            && !s.contains(event_id)
+        {
+            s.insert(event_id.to_owned());
+        }
+    }
+}
+
 impl PduCache {
     pub fn get(&self, id: &str) -> Option<Pdu> {
         self.inner.lock().ok()?.get(id).cloned()
@@ -89,7 +113,10 @@ pub struct TxnRef<'a> {
 
 impl Db {
     /// Inserts an event with its edges. `state_after` is the snapshot after the event.
+    /// Stores an event in the write transaction (and, before it commits, notes the event it
+    /// relates to, if any, in the relation-target set).
     pub async fn insert_event(
+        &self,
         tx: &mut Tx<'_>,
         pdu: &Pdu,
         stream_ordering: i64,
@@ -97,8 +124,11 @@ impl Db {
         outlier: bool,
         txn: Option<TxnRef<'_>>,
     ) -> Result<()> {
-        let json = serde_json::to_string(&pdu.json)?;
+        let json = serde_json::to_string(&*pdu.json)?;
         let rel = relation_of(pdu);
+        if let Some(target) = &rel.relates_to {
+            self.relation_targets().add(target);
+        }
         let unsigned = pdu
             .unsigned
             .as_ref()
@@ -223,6 +253,19 @@ impl Db {
             .collect()
     }
 
+    /// Fills the relation-target set from the stored events (at start-up).
+    pub async fn load_relation_targets(&self) -> Result<()> {
+        let rows =
+            sqlx::query("SELECT DISTINCT relates_to FROM events WHERE relates_to IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        for r in rows {
+            let id: String = r.try_get(0)?;
+            self.relation_targets().add(&id);
+        }
+        Ok(())
+    }
+
     pub async fn get_pdu(&self, event_id: &str) -> Result<Option<Pdu>> {
         if let Some(p) = self.pdu_cache().get(event_id) {
             return Ok(Some(p));
@@ -248,8 +291,9 @@ impl Db {
                 None => missing.push(id.clone()),
             }
         }
-        for chunk in missing.chunks(200) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        for chunk in missing.chunks(1024) {
+            let n = padded_len(chunk.len());
+            let placeholders: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})",
                 placeholders.join(",")
@@ -257,6 +301,9 @@ impl Db {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {
                 q = q.bind(id.as_str());
+            }
+            for _ in chunk.len()..n {
+                q = q.bind("");
             }
             for row in q.fetch_all(&self.pool).await? {
                 let p = pdu_from_row(&row)?;
@@ -446,8 +493,9 @@ impl Db {
         roots: &[(&str, &str)],
     ) -> Result<Vec<(String, i64, String)>> {
         let mut out = Vec::new();
-        for chunk in roots.chunks(200) {
-            let list = placeholders(1, chunk.len());
+        for chunk in roots.chunks(1024) {
+            let n = padded_len(chunk.len());
+            let list = placeholders(1, n);
             let sql = format!(
                 "SELECT s.room_id, s.thread_id, s.n, e.event_id FROM (
                     SELECT room_id, thread_id, COUNT(*) AS n, MAX(stream_ordering) AS latest
@@ -458,6 +506,9 @@ impl Db {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (_, id) in chunk {
                 q = q.bind(*id);
+            }
+            for _ in chunk.len()..n {
+                q = q.bind("");
             }
             for r in q.fetch_all(&self.pool).await? {
                 let room: String = r.try_get(0)?;
@@ -477,8 +528,9 @@ impl Db {
         user_id: &str,
     ) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for chunk in roots.chunks(200) {
-            let list = placeholders(2, chunk.len());
+        for chunk in roots.chunks(1024) {
+            let n = padded_len(chunk.len());
+            let list = placeholders(2, n);
             let sql = format!(
                 "SELECT DISTINCT room_id, thread_id FROM events WHERE sender = $1
                  AND thread_id IN ({list}) AND rejected = 0 AND outlier = 0"
@@ -486,6 +538,9 @@ impl Db {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id);
             for (_, id) in chunk {
                 q = q.bind(*id);
+            }
+            for _ in chunk.len()..n {
+                q = q.bind("");
             }
             for r in q.fetch_all(&self.pool).await? {
                 let room: String = r.try_get(0)?;
@@ -505,8 +560,9 @@ impl Db {
         events: &[(&str, &str)],
     ) -> Result<Vec<(String, String, String, String, i64)>> {
         let mut out = Vec::new();
-        for chunk in events.chunks(200) {
-            let list = placeholders(1, chunk.len());
+        for chunk in events.chunks(1024) {
+            let n = padded_len(chunk.len());
+            let list = placeholders(1, n);
             let sql = format!(
                 "SELECT room_id, relates_to, event_id, sender, type, origin_server_ts FROM events
                  WHERE relates_to IN ({list}) AND rel_type = 'm.replace'
@@ -515,6 +571,9 @@ impl Db {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (_, id) in chunk {
                 q = q.bind(*id);
+            }
+            for _ in chunk.len()..n {
+                q = q.bind("");
             }
             for r in q.fetch_all(&self.pool).await? {
                 let room: String = r.try_get(0)?;
@@ -532,6 +591,13 @@ impl Db {
         }
         Ok(out)
     }
+}
+
+/// The number of parameters a list of `n` takes: the next power of two, so that statements come
+/// in a few shapes that stay in each connection's prepared-statement cache (the rest is padded
+/// with values that match nothing).
+pub fn padded_len(n: usize) -> usize {
+    n.max(1).next_power_of_two()
 }
 
 fn placeholders(first: usize, n: usize) -> String {

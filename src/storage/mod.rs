@@ -72,6 +72,8 @@ struct DbInner {
     snapshot_ids: AtomicI64,
     /// Recently used events (PDUs are immutable but for redaction, which invalidates).
     pdus: events::PduCache,
+    /// Ids of events that other events relate to (edits, thread replies, annotations…).
+    relation_targets: events::RelationTargets,
 }
 
 impl Db {
@@ -127,9 +129,11 @@ impl Db {
                 snapshots: state::SnapshotCache::default(),
                 snapshot_ids: AtomicI64::new(0),
                 pdus: events::PduCache::default(),
+                relation_targets: events::RelationTargets::default(),
             }),
         };
         migrations::run(&db).await?;
+        db.load_relation_targets().await?;
         let max = db.max_stream_position().await?;
         db.inner.stream.store(max, Ordering::SeqCst);
         let max_snap = sqlx::query("SELECT MAX(snapshot_id) FROM state_snapshots")
@@ -148,6 +152,10 @@ impl Db {
 
     pub(crate) fn pdu_cache(&self) -> &events::PduCache {
         &self.inner.pdus
+    }
+
+    pub(crate) fn relation_targets(&self) -> &events::RelationTargets {
+        &self.inner.relation_targets
     }
 
     /// The highest committed stream position.

@@ -5,15 +5,15 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{
-    Db,
-    events::{EVENT_COLUMNS, pdu_from_row},
-    receipts::Receipt,
-};
+use super::{Db, events::padded_len, receipts::Receipt};
 use crate::{error::Result, rooms::Pdu};
 
-/// Rooms per statement (each room takes a few parameters; both databases allow far more).
-const CHUNK: usize = 100;
+/// Rooms per statement. Statements are padded to a power of two of rooms (see
+/// [`padded_len`]), so a handful of shapes serve every sync from the statement cache.
+const CHUNK: usize = 32;
+
+/// A room id that matches nothing, for padding.
+const NO_ROOM: &str = "";
 
 /// What one room's timeline window is: events after `since` up to the sync's upper bound.
 pub struct TimelineWindow<'a> {
@@ -31,13 +31,15 @@ impl Db {
         limit: i64,
     ) -> Result<HashMap<String, (Vec<Pdu>, bool)>> {
         let mut out: HashMap<String, (Vec<Pdu>, bool)> = HashMap::with_capacity(windows.len());
+        let mut ids: Vec<String> = Vec::new();
         for chunk in windows.chunks(CHUNK) {
             // One index-driven subquery per room, glued with UNION ALL.
-            let mut parts = Vec::with_capacity(chunk.len());
-            for i in 0..chunk.len() {
+            let n = padded_len(chunk.len());
+            let mut parts = Vec::with_capacity(n);
+            for i in 0..n {
                 let b = 3 + i * 2;
                 parts.push(format!(
-                    "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ${b}
+                    "SELECT * FROM (SELECT event_id FROM events WHERE room_id = ${b}
                      AND stream_ordering > ${} AND stream_ordering <= $1 AND outlier = 0
                      AND rejected = 0 ORDER BY stream_ordering DESC LIMIT $2) t{i}",
                     b + 1
@@ -50,13 +52,19 @@ impl Db {
             for w in chunk {
                 q = q.bind(w.room_id).bind(w.since);
             }
-            for row in q.fetch_all(&self.pool).await? {
-                let p = pdu_from_row(&row)?;
-                out.entry(p.room_id.to_string())
-                    .or_insert_with(|| (Vec::new(), false))
-                    .0
-                    .push(p);
+            for _ in chunk.len()..n {
+                q = q.bind(NO_ROOM).bind(0i64);
             }
+            for row in q.fetch_all(&self.pool).await? {
+                ids.push(row.try_get(0)?);
+            }
+        }
+        // The events themselves mostly come from the event cache.
+        for p in self.get_pdus(&ids).await? {
+            out.entry(p.room_id.to_string())
+                .or_insert_with(|| (Vec::new(), false))
+                .0
+                .push(p);
         }
         for (events, limited) in out.values_mut() {
             events.sort_by_key(|p| std::cmp::Reverse(p.stream_ordering));
@@ -77,7 +85,8 @@ impl Db {
     ) -> Result<HashMap<String, Vec<Receipt>>> {
         let mut out: HashMap<String, Vec<Receipt>> = HashMap::new();
         for chunk in windows.chunks(CHUNK) {
-            let conds: Vec<String> = (0..chunk.len())
+            let n = padded_len(chunk.len());
+            let conds: Vec<String> = (0..n)
                 .map(|i| format!("(room_id = ${} AND stream_id > ${})", 2 + i * 2, 3 + i * 2))
                 .collect();
             let sql = format!(
@@ -89,6 +98,9 @@ impl Db {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(viewer);
             for w in chunk {
                 q = q.bind(w.room_id).bind(w.since);
+            }
+            for _ in chunk.len()..n {
+                q = q.bind(NO_ROOM).bind(0i64);
             }
             for r in q.fetch_all(&self.pool).await? {
                 let receipt = Receipt {
@@ -141,7 +153,8 @@ impl Db {
     ) -> Result<HashMap<String, RoomSummary>> {
         let mut out: HashMap<String, RoomSummary> = HashMap::with_capacity(rooms.len());
         for chunk in rooms.chunks(CHUNK) {
-            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
+            let n = padded_len(chunk.len());
+            let list: Vec<String> = (0..n).map(|i| format!("${}", i + 1)).collect();
             let sql = format!(
                 "SELECT room_id, membership, COUNT(*) FROM memberships
                  WHERE room_id IN ({}) AND membership IN ('join', 'invite')
@@ -151,6 +164,9 @@ impl Db {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for r in chunk {
                 q = q.bind(*r);
+            }
+            for _ in chunk.len()..n {
+                q = q.bind(NO_ROOM);
             }
             for row in q.fetch_all(&self.pool).await? {
                 let room: String = row.try_get(0)?;
@@ -163,7 +179,7 @@ impl Db {
                     e.invited = n;
                 }
             }
-            let parts: Vec<String> = (0..chunk.len())
+            let parts: Vec<String> = (0..n)
                 .map(|i| {
                     format!(
                         "SELECT * FROM (SELECT room_id, user_id FROM memberships WHERE room_id = ${}
@@ -176,6 +192,9 @@ impl Db {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(parts.join(" UNION ALL "))).bind(user_id);
             for r in chunk {
                 q = q.bind(*r);
+            }
+            for _ in chunk.len()..n {
+                q = q.bind(NO_ROOM);
             }
             for row in q.fetch_all(&self.pool).await? {
                 let room: String = row.try_get(0)?;

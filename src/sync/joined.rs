@@ -138,17 +138,26 @@ pub async fn joined_rooms(
             .first()
             .map(|e| token::position_token(e.stream_ordering))
             .unwrap_or_else(|| token::position_token(w.until + 1));
-        let mut room = json!({
-            "timeline": {
-                "events": timeline_json,
-                "limited": p.limited,
-                "prev_batch": prev_batch,
-            },
-            "state": {"events": p.state.iter().map(|e| e.to_client(None)).collect::<Vec<_>>()},
-            "ephemeral": {"events": p.ephemeral},
-            "account_data": {"events": p.account_data},
-            "unread_notifications": p.unread.room_json(),
-        });
+        // Built by moving the parts in (`json!` would copy every event once more).
+        let events_obj = |events: Vec<Value>| {
+            let mut m = Map::new();
+            m.insert("events".into(), Value::Array(events));
+            Value::Object(m)
+        };
+        let mut timeline = Map::new();
+        timeline.insert("events".into(), Value::Array(timeline_json));
+        timeline.insert("limited".into(), Value::Bool(p.limited));
+        timeline.insert("prev_batch".into(), Value::String(prev_batch));
+        let mut obj = Map::new();
+        obj.insert("timeline".into(), Value::Object(timeline));
+        obj.insert(
+            "state".into(),
+            events_obj(p.state.iter().map(|e| e.to_client(None)).collect()),
+        );
+        obj.insert("ephemeral".into(), events_obj(p.ephemeral));
+        obj.insert("account_data".into(), events_obj(p.account_data));
+        obj.insert("unread_notifications".into(), p.unread.room_json());
+        let mut room = Value::Object(obj);
         if f.unread_thread_notifications && !p.unread.threads.is_empty() {
             room["unread_thread_notifications"] = p.unread.threads_json();
         }

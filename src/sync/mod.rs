@@ -230,9 +230,14 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool)> {
         s.db.unused_fallback_key_types(&req.user_id, &req.device_id)
             .await?;
 
-    let resp = json!({
+    // Built by moving the parts in (`json!` would copy every room's events once more).
+    let mut rooms = Map::new();
+    rooms.insert("join".into(), Value::Object(join));
+    rooms.insert("invite".into(), Value::Object(invite));
+    rooms.insert("leave".into(), Value::Object(leave));
+    rooms.insert("knock".into(), Value::Object(Map::new()));
+    let mut resp = json!({
         "next_batch": next.to_string(),
-        "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
         "account_data": {"events": global},
         "presence": {"events": presence},
         "to_device": {"events": to_device.into_iter().map(|(_, v)| v).collect::<Vec<_>>()},
@@ -240,6 +245,7 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool)> {
         "device_one_time_keys_count": otk,
         "device_unused_fallback_key_types": fallback,
     });
+    resp["rooms"] = Value::Object(rooms);
     Ok((resp, empty))
 }
 

@@ -164,7 +164,7 @@ async fn send_knock(
     ] {
         if let Some(p) =
             crate::rooms::current_state_event(&s.db, room_id.as_str(), kind, "").await?
-            && let Ok(raw) = serde_json::value::to_raw_value(&p.json)
+            && let Ok(raw) = serde_json::value::to_raw_value(&*p.json)
         {
             stripped.push(RawStrippedState::Pdu(raw));
         }

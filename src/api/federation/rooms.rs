@@ -33,7 +33,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 }
 
 fn raw(p: &Pdu) -> Option<Box<RawValue>> {
-    serde_json::value::to_raw_value(&p.json).ok()
+    serde_json::value::to_raw_value(&*p.json).ok()
 }
 
 /// The origin has (or had) members in the room, and the room's ACL lets it in.
