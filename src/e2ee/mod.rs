@@ -13,7 +13,9 @@ use crate::{error::Result, services::Services};
 /// Records that a user's device list changed and wakes everyone who shares a room with them.
 pub async fn device_list_changed(s: &Services, user_id: &UserId) -> Result<()> {
     let uid = user_id.to_string();
-    let mut w = s.db.begin_stream(1).await?;
+    let mut w =
+        s.db.begin_stream(1, crate::storage::StreamKind::DeviceLists)
+            .await?;
     sqlx::query("INSERT INTO device_list_changes (stream_id, user_id) VALUES ($1, $2)")
         .bind(w.first)
         .bind(&uid)

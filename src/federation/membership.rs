@@ -330,7 +330,9 @@ async fn record_out_of_room_membership(s: &Services, pdu: &Pdu, membership: &str
     let Some(user) = pdu.state_key.as_deref() else {
         return Ok(());
     };
-    let mut w = s.db.begin_stream(1).await?;
+    let mut w =
+        s.db.begin_stream(1, crate::storage::StreamKind::Memberships)
+            .await?;
     crate::storage::Db::set_membership(
         &mut w.tx,
         pdu.room_id.as_str(),

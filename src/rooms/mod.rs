@@ -293,7 +293,15 @@ pub async fn send_event(
 ) -> Result<Pdu> {
     let lock = s.room_locks.get(room_id);
     let mut guard = lock.lock().await;
-    let head = head_of(s, room_id, &mut guard).await?;
+    let head = match head_of(s, room_id, &mut guard).await {
+        Ok(head) => head,
+        Err(e) => {
+            if s.db.room_version(room_id.as_str()).await?.is_none() {
+                return Err(Error::forbidden("Unknown room or not a member"));
+            }
+            return Err(e);
+        }
+    };
 
     if let Some(t) = &txn {
         let key = (sender.to_string(), t.device_id.clone(), t.txn_id.clone());
@@ -313,6 +321,18 @@ pub async fn send_event(
     let kind = TimelineEventType::from(ev.kind.as_str());
     let (mut obj, auth_pdus, depth) =
         skeleton(s, head, room_id, sender, &ev, s.config.server_name.as_str()).await?;
+    // Only members send anything but membership events (the auth rules say so too; this
+    // gives the clearer error).
+    if kind != TimelineEventType::RoomMember {
+        let joined = auth_pdus
+            .get(&("m.room.member".to_owned(), sender.to_string()))
+            .is_some_and(|m| {
+                m.content_value().get("membership").and_then(Value::as_str) == Some("join")
+            });
+        if !joined {
+            return Err(Error::forbidden("You are not joined to this room"));
+        }
+    }
     check_size(&obj)?;
     let event_id = ganglion_federation::pdu::hash_sign_and_id(
         &s.key,

@@ -15,7 +15,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::{ClientTxn, Pdu};
 use crate::{
     error::{Error, Result},
-    storage::{Db, events::TxnRef, state::Snapshot},
+    storage::{
+        Db,
+        events::{EventRow, ExtremityChanges, TxnRef},
+        state::Snapshot,
+    },
     sync::notifier::Notifier,
 };
 
@@ -141,8 +145,14 @@ async fn run(
         if jobs.is_empty() {
             continue;
         }
+        let started = std::time::Instant::now();
         match write_batch(&db, &jobs, outbound.as_ref()).await {
             Ok((first_pos, destinations)) => {
+                tracing::debug!(
+                    events = jobs.len(),
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "batch committed"
+                );
                 if let Some(o) = &outbound
                     && !destinations.is_empty()
                 {
@@ -200,11 +210,17 @@ async fn write_batch(
     jobs: &[PersistJob],
     outbound: Option<&Outbound>,
 ) -> Result<(i64, Vec<String>)> {
-    let mut w = db.begin_stream(jobs.len() as i64).await?;
+    let mut w = db
+        .begin_stream(jobs.len() as i64, crate::storage::StreamKind::Events)
+        .await?;
     let first = w.first;
     let mut low: Option<i64> = None;
     let mut destinations: Vec<String> = Vec::new();
     let mut room_servers: HashMap<String, Vec<String>> = HashMap::new();
+    // Event rows (with their client transaction ids) and extremity changes are written
+    // together at the end, several rows per statement.
+    let mut rows: Vec<EventRow> = Vec::with_capacity(jobs.len());
+    let mut extremities = ExtremityChanges::default();
     for (i, job) in jobs.iter().enumerate() {
         let p = &job.pdu;
         let remote = job.remote.as_ref();
@@ -237,26 +253,20 @@ async fn write_batch(
             device_id: &t.device_id,
             txn_id: &t.txn_id,
         });
-        // An event fetched earlier as an outlier is stored again as what it is now.
+        // An event fetched earlier as an outlier is stored again as what it is now (rows
+        // still waiting in this batch go in first, in case that outlier is one of them).
         if remote.is_some() && !outlier {
+            if rows.iter().any(|r| r.event_id() == p.event_id.as_str()) {
+                Db::insert_events(&mut w.tx, &rows).await?;
+                rows.clear();
+            }
             Db::delete_outlier(&mut w.tx, p.event_id.as_str()).await?;
         }
-        db.insert_event(&mut w.tx, p, pos, job.state_after, outlier, txn_ref)
-            .await?;
+        rows.push(db.event_row(p, pos, job.state_after, outlier, txn_ref)?);
         match remote {
-            None => Db::update_forward_extremities(&mut w.tx, p).await?,
-            Some(r) if r.extremity => Db::update_forward_extremities(&mut w.tx, p).await?,
+            None => extremities.add(p),
+            Some(r) if r.extremity => extremities.add(p),
             Some(_) => {}
-        }
-        if let Some(t) = &job.txn {
-            Db::store_txn_id(
-                &mut w.tx,
-                p.sender.as_str(),
-                &t.device_id,
-                &t.txn_id,
-                p.event_id.as_str(),
-            )
-            .await?;
         }
         // The room's current state: this event's own entry (local events and remote events
         // that extend the room's only head), or what state resolution gave.
@@ -280,6 +290,7 @@ async fn write_batch(
                     Db::set_current_state(&mut w.tx, p.room_id.as_str(), kind, sk, event_id, pos)
                         .await?;
                     if kind == "m.room.member" {
+                        w.also(crate::storage::StreamKind::Memberships);
                         set_membership_from_event(db, &mut w.tx, p, event_id, sk, pos).await?;
                     }
                 }
@@ -329,6 +340,8 @@ async fn write_batch(
             }
         }
     }
+    Db::insert_events(&mut w.tx, &rows).await?;
+    Db::apply_extremities(&mut w.tx, &extremities).await?;
     w.commit().await?;
     Ok((first, destinations))
 }

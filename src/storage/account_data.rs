@@ -16,7 +16,7 @@ impl Db {
         content: &Value,
     ) -> Result<i64> {
         let text = serde_json::to_string(content)?;
-        let mut w = self.begin_stream(1).await?;
+        let mut w = self.begin_stream(1, super::StreamKind::AccountData).await?;
         sqlx::query(
                     "INSERT INTO account_data (user_id, room_id, type, content, stream_id) VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id",
@@ -45,7 +45,7 @@ impl Db {
     where
         F: FnOnce(Option<Value>) -> Result<(Option<Value>, T)>,
     {
-        let mut w = self.begin_stream(1).await?;
+        let mut w = self.begin_stream(1, super::StreamKind::AccountData).await?;
         let row = sqlx::query(
             "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
         )
@@ -123,7 +123,7 @@ impl Db {
 
     pub async fn create_filter(&self, user_id: &str, filter: &Value) -> Result<i64> {
         let text = serde_json::to_string(filter)?;
-        let mut w = self.begin_stream(1).await?;
+        let mut w = self.begin_stream(1, super::StreamKind::Filters).await?;
         sqlx::query("INSERT INTO filters (user_id, filter_id, json) VALUES ($1, $2, $3)")
             .bind(user_id)
             .bind(w.first)
@@ -204,7 +204,7 @@ impl Db {
         active: bool,
     ) -> Result<i64> {
         let now = super::now_ms();
-        let mut w = self.begin_stream(1).await?;
+        let mut w = self.begin_stream(1, super::StreamKind::Presence).await?;
         sqlx::query(
                     "INSERT INTO presence (user_id, state, status_msg, last_active_ts, currently_active, stream_id)
                      VALUES ($1, $2, $3, $4, $5, $6)

@@ -124,6 +124,7 @@ impl Db {
                 .await?;
         }
         tx.commit().await?;
+        self.token_cache().invalidate();
         Ok(())
     }
 }
@@ -135,6 +136,7 @@ impl Db {
             .bind(device_id)
             .execute(&self.writer)
             .await?;
+        self.token_cache().invalidate();
         Ok(())
     }
 }

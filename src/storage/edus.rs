@@ -96,7 +96,7 @@ impl Db {
         last_active_ts: i64,
         currently_active: bool,
     ) -> Result<i64> {
-        let mut w = self.begin_stream(1).await?;
+        let mut w = self.begin_stream(1, super::StreamKind::Presence).await?;
         sqlx::query(
             "INSERT INTO presence (user_id, state, status_msg, last_active_ts, currently_active, stream_id)
              VALUES ($1, $2, $3, $4, $5, $6)

@@ -112,104 +112,159 @@ pub struct TxnRef<'a> {
 }
 
 impl Db {
-    /// Inserts an event with its edges. `state_after` is the snapshot after the event.
-    /// Stores an event in the write transaction (and, before it commits, notes the event it
-    /// relates to, if any, in the relation-target set).
-    pub async fn insert_event(
+    /// An event as the row to store, with its edges. `state_after` is the snapshot after the
+    /// event. Notes the event it relates to, if any, in the relation-target set (before the
+    /// row commits, so the set never misses what a reader can see).
+    pub fn event_row(
         &self,
-        tx: &mut Tx<'_>,
         pdu: &Pdu,
         stream_ordering: i64,
         state_after: Option<i64>,
         outlier: bool,
         txn: Option<TxnRef<'_>>,
-    ) -> Result<()> {
-        let json = serde_json::to_string(&*pdu.json)?;
+    ) -> Result<EventRow> {
         let rel = relation_of(pdu);
         if let Some(target) = &rel.relates_to {
             self.relation_targets().add(target);
         }
-        let unsigned = pdu
-            .unsigned
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()?;
-        sqlx::query(
-            "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth,
-                origin_server_ts, json, state_after, rejected, outlier, rel_type, relates_to,
-                thread_id, txn_id, txn_device, unsigned)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-        )
-        .bind(stream_ordering)
-        .bind(pdu.event_id.as_str())
-        .bind(pdu.room_id.as_str())
-        .bind(pdu.kind.to_string())
-        .bind(pdu.state_key.as_deref())
-        .bind(pdu.sender.as_str())
-        .bind(pdu.depth)
-        .bind(i64::from(pdu.origin_server_ts.get()))
-        .bind(json)
-        .bind(state_after)
-        .bind(pdu.rejected as i64)
-        .bind(outlier as i64)
-        .bind(rel.rel_type)
-        .bind(rel.relates_to)
-        .bind(rel.thread_id)
-        .bind(txn.as_ref().map(|t| t.txn_id))
-        .bind(txn.as_ref().map(|t| t.device_id))
-        .bind(unsigned)
-        .execute(&mut **tx)
-        .await?;
-        for prev in &pdu.prev_events {
-            sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(pdu.event_id.as_str())
-                .bind(prev.as_str())
-                .execute(&mut **tx)
-                .await?;
-        }
-        for auth in &pdu.auth_events {
-            sqlx::query("INSERT INTO event_auth (event_id, auth_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(pdu.event_id.as_str())
-                .bind(auth.as_str())
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
+        Ok(EventRow {
+            stream_ordering,
+            event_id: pdu.event_id.to_string(),
+            room_id: pdu.room_id.to_string(),
+            kind: pdu.kind.to_string(),
+            state_key: pdu.state_key.clone(),
+            sender: pdu.sender.to_string(),
+            depth: pdu.depth,
+            origin_server_ts: i64::from(pdu.origin_server_ts.get()),
+            json: serde_json::to_string(&*pdu.json)?,
+            state_after,
+            rejected: pdu.rejected as i64,
+            outlier: outlier as i64,
+            rel_type: rel.rel_type,
+            relates_to: rel.relates_to,
+            thread_id: rel.thread_id,
+            txn_id: txn.as_ref().map(|t| t.txn_id.to_owned()),
+            txn_device: txn.as_ref().map(|t| t.device_id.to_owned()),
+            unsigned: pdu
+                .unsigned
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+            prev_events: pdu.prev_events.iter().map(|e| e.to_string()).collect(),
+            auth_events: pdu.auth_events.iter().map(|e| e.to_string()).collect(),
+        })
     }
 
-    /// Makes `new` a forward extremity and removes the extremities it references.
-    pub async fn update_forward_extremities(tx: &mut Tx<'_>, pdu: &Pdu) -> Result<()> {
-        for prev in &pdu.prev_events {
-            sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
-                .bind(pdu.room_id.as_str())
-                .bind(prev.as_str())
+    /// Inserts events with their prev and auth edges, several rows per statement.
+    pub async fn insert_events(tx: &mut Tx<'_>, rows: &[EventRow]) -> Result<()> {
+        for chunk in shaped_chunks(rows) {
+            let sql = format!(
+                "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,
+                    depth, origin_server_ts, json, state_after, rejected, outlier, rel_type,
+                    relates_to, thread_id, txn_id, txn_device, unsigned) VALUES {}",
+                values_list(chunk.len(), 18)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.stream_ordering)
+                    .bind(r.event_id.as_str())
+                    .bind(r.room_id.as_str())
+                    .bind(r.kind.as_str())
+                    .bind(r.state_key.as_deref())
+                    .bind(r.sender.as_str())
+                    .bind(r.depth)
+                    .bind(r.origin_server_ts)
+                    .bind(r.json.as_str())
+                    .bind(r.state_after)
+                    .bind(r.rejected)
+                    .bind(r.outlier)
+                    .bind(r.rel_type.as_deref())
+                    .bind(r.relates_to.as_deref())
+                    .bind(r.thread_id.as_deref())
+                    .bind(r.txn_id.as_deref())
+                    .bind(r.txn_device.as_deref())
+                    .bind(r.unsigned.as_deref());
+            }
+            q.execute(&mut **tx).await?;
+        }
+        let edges: Vec<(&str, &str)> = rows
+            .iter()
+            .flat_map(|r| {
+                r.prev_events
+                    .iter()
+                    .map(move |p| (r.event_id.as_str(), p.as_str()))
+            })
+            .collect();
+        insert_pairs(
+            tx,
+            "INSERT INTO event_edges (event_id, prev_event_id) VALUES",
+            &edges,
+        )
+        .await?;
+        let auth: Vec<(&str, &str)> = rows
+            .iter()
+            .flat_map(|r| {
+                r.auth_events
+                    .iter()
+                    .map(move |a| (r.event_id.as_str(), a.as_str()))
+            })
+            .collect();
+        insert_pairs(
+            tx,
+            "INSERT INTO event_auth (event_id, auth_event_id) VALUES",
+            &auth,
+        )
+        .await
+    }
+
+    /// Applies the net change of forward extremities a batch of events made.
+    pub async fn apply_extremities(tx: &mut Tx<'_>, changes: &ExtremityChanges) -> Result<()> {
+        for (room_id, (removed, added)) in &changes.rooms {
+            let mut removed: Vec<&String> = removed.iter().collect();
+            let mut added: Vec<&String> = added.iter().collect();
+            // The usual case, one event on the room's one head: move the head in one statement.
+            if added.len() == 1 && !removed.is_empty() {
+                let moved = sqlx::query(
+                    "UPDATE forward_extremities SET event_id = $3 WHERE room_id = $1 AND event_id = $2
+                     AND NOT EXISTS (SELECT 1 FROM forward_extremities WHERE room_id = $1 AND event_id = $3)",
+                )
+                .bind(room_id.as_str())
+                .bind(removed[0].as_str())
+                .bind(added[0].as_str())
                 .execute(&mut **tx)
                 .await?;
-        }
-        sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(pdu.room_id.as_str())
-            .bind(pdu.event_id.as_str())
-            .execute(&mut **tx)
+                if moved.rows_affected() > 0 {
+                    removed.remove(0);
+                    added.clear();
+                }
+            }
+            for chunk in removed.chunks(256) {
+                let n = padded_len(chunk.len());
+                let sql = format!(
+                    "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id IN ({})",
+                    placeholders(2, n)
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id.as_str());
+                for id in chunk {
+                    q = q.bind(id.as_str());
+                }
+                for _ in chunk.len()..n {
+                    q = q.bind("");
+                }
+                q.execute(&mut **tx).await?;
+            }
+            let pairs: Vec<(&str, &str)> = added
+                .iter()
+                .map(|e| (room_id.as_str(), e.as_str()))
+                .collect();
+            insert_pairs(
+                tx,
+                "INSERT INTO forward_extremities (room_id, event_id) VALUES",
+                &pairs,
+            )
             .await?;
-        Ok(())
-    }
-
-    pub async fn store_txn_id(
-        tx: &mut Tx<'_>,
-        user_id: &str,
-        device_id: &str,
-        txn_id: &str,
-        event_id: &str,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO txn_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(txn_id)
-        .bind(event_id)
-        .execute(&mut **tx)
-        .await?;
+        }
         Ok(())
     }
 
@@ -220,7 +275,7 @@ impl Db {
         txn_id: &str,
     ) -> Result<Option<OwnedEventId>> {
         let row = sqlx::query(
-            "SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+            "SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_id = $3",
         )
         .bind(user_id)
         .bind(device_id)
@@ -591,6 +646,102 @@ impl Db {
         }
         Ok(out)
     }
+}
+
+/// A stored event's row, built by [`Db::event_row`].
+pub struct EventRow {
+    stream_ordering: i64,
+    event_id: String,
+    room_id: String,
+    kind: String,
+    state_key: Option<String>,
+    sender: String,
+    depth: i64,
+    origin_server_ts: i64,
+    json: String,
+    state_after: Option<i64>,
+    rejected: i64,
+    outlier: i64,
+    rel_type: Option<String>,
+    relates_to: Option<String>,
+    thread_id: Option<String>,
+    txn_id: Option<String>,
+    txn_device: Option<String>,
+    unsigned: Option<String>,
+    prev_events: Vec<String>,
+    auth_events: Vec<String>,
+}
+
+impl EventRow {
+    pub fn event_id(&self) -> &str {
+        &self.event_id
+    }
+}
+
+/// The net change a batch of events makes to forward extremities, per room: the extremities
+/// to remove and the events that become extremities.
+#[derive(Default)]
+pub struct ExtremityChanges {
+    rooms: std::collections::HashMap<String, (std::collections::HashSet<String>, Vec<String>)>,
+}
+
+impl ExtremityChanges {
+    /// `pdu` becomes a forward extremity and the events it references stop being ones.
+    pub fn add(&mut self, pdu: &Pdu) {
+        let (removed, added) = self.rooms.entry(pdu.room_id.to_string()).or_default();
+        for prev in &pdu.prev_events {
+            match added.iter().position(|e| e == prev.as_str()) {
+                Some(i) => {
+                    added.remove(i);
+                }
+                None => {
+                    removed.insert(prev.to_string());
+                }
+            }
+        }
+        if !added.iter().any(|e| e == pdu.event_id.as_str()) {
+            added.push(pdu.event_id.to_string());
+        }
+    }
+}
+
+/// Splits rows into chunks of 32, 16, 8, 4, 2 and 1, so multi-row statements come in a few
+/// shapes that stay in the statement cache.
+fn shaped_chunks<T>(rows: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = rows;
+    for size in [32, 16, 8, 4, 2, 1] {
+        while rest.len() >= size {
+            let (head, tail) = rest.split_at(size);
+            out.push(head);
+            rest = tail;
+        }
+    }
+    out
+}
+
+/// `($1, $2), ($3, $4), …` for `rows` rows of `cols` parameters.
+fn values_list(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", placeholders(1 + r * cols, cols)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Inserts two-column rows (`prefix` ends in `VALUES`), ignoring ones already there.
+async fn insert_pairs(tx: &mut Tx<'_>, prefix: &str, pairs: &[(&str, &str)]) -> Result<()> {
+    for chunk in shaped_chunks(pairs) {
+        let sql = format!(
+            "{prefix} {} ON CONFLICT DO NOTHING",
+            values_list(chunk.len(), 2)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (a, b) in chunk {
+            q = q.bind(*a).bind(*b);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// The number of parameters a list of `n` takes: the next power of two, so that statements come

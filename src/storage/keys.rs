@@ -36,8 +36,20 @@ impl Db {
             .collect()
     }
 
-    /// Deletes to-device messages the device has acknowledged (by syncing past them).
+    /// Deletes to-device messages the device has acknowledged (by syncing past them). Looks
+    /// first, so that the usual sync with nothing to acknowledge writes nothing.
     pub async fn ack_to_device(&self, user_id: &str, device_id: &str, upto: i64) -> Result<()> {
+        let any = sqlx::query(
+            "SELECT 1 FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3 LIMIT 1",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(upto)
+        .fetch_optional(&self.pool)
+        .await?;
+        if any.is_none() {
+            return Ok(());
+        }
         sqlx::query(
             "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3",
         )
@@ -426,7 +438,9 @@ impl Db {
         event_type: &str,
         messages: &[ToDeviceMessage],
     ) -> Result<Option<i64>> {
-        let mut w = self.begin_stream(messages.len() as i64).await?;
+        let mut w = self
+            .begin_stream(messages.len() as i64, super::StreamKind::ToDevice)
+            .await?;
         let fresh = sqlx::query(
             "INSERT INTO to_device_txns (user_id, device_id, txn_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )

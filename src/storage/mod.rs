@@ -74,7 +74,28 @@ struct DbInner {
     pdus: events::PduCache,
     /// Ids of events that other events relate to (edits, thread replies, annotations…).
     relation_targets: events::RelationTargets,
+    tokens: users::TokenCache,
+    /// Per [`StreamKind`]: the highest position written (or about to be), from the highest
+    /// stored at start-up on.
+    marks: [AtomicI64; STREAM_KINDS],
 }
+
+/// What stream positions are written for, so that a reader can tell that nothing of a kind
+/// happened after a position without asking the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Events = 0,
+    Receipts,
+    AccountData,
+    Presence,
+    ToDevice,
+    DeviceLists,
+    /// Membership rows (also changed by event writes that carry member events).
+    Memberships,
+    Filters,
+}
+
+const STREAM_KINDS: usize = 8;
 
 impl Db {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
@@ -130,12 +151,17 @@ impl Db {
                 snapshot_ids: AtomicI64::new(0),
                 pdus: events::PduCache::default(),
                 relation_targets: events::RelationTargets::default(),
+                tokens: users::TokenCache::default(),
+                marks: Default::default(),
             }),
         };
         migrations::run(&db).await?;
         db.load_relation_targets().await?;
         let max = db.max_stream_position().await?;
         db.inner.stream.store(max, Ordering::SeqCst);
+        for m in &db.inner.marks {
+            m.store(max, Ordering::SeqCst);
+        }
         let max_snap = sqlx::query("SELECT MAX(snapshot_id) FROM state_snapshots")
             .fetch_one(&db.pool)
             .await?;
@@ -154,8 +180,17 @@ impl Db {
         &self.inner.pdus
     }
 
+    pub(crate) fn token_cache(&self) -> &users::TokenCache {
+        &self.inner.tokens
+    }
+
     pub(crate) fn relation_targets(&self) -> &events::RelationTargets {
         &self.inner.relation_targets
+    }
+
+    /// Whether anything of `kind` may have been written after position `since`.
+    pub fn changed_since(&self, kind: StreamKind, since: i64) -> bool {
+        self.inner.marks[kind as usize].load(Ordering::SeqCst) > since
     }
 
     /// The highest committed stream position.
@@ -171,12 +206,14 @@ impl Db {
     /// Starts a write that allocates `count` stream positions. Positions are handed out in
     /// order and published only by [`StreamWrite::commit`], after the transaction commits; other
     /// stream writes wait meanwhile, so readers never see a gap that is filled in later.
-    pub async fn begin_stream(&self, count: i64) -> Result<StreamWrite> {
+    /// `kind` says what the positions are for (see [`Db::changed_since`]).
+    pub async fn begin_stream(&self, count: i64, kind: StreamKind) -> Result<StreamWrite> {
         let guard = self.inner.write_lock.clone().lock_owned().await;
         let first = self.inner.stream.load(Ordering::SeqCst) + 1;
         let tx = self.writer.begin().await?;
         Ok(StreamWrite {
             tx,
+            kinds: vec![kind],
             first,
             last: first + count - 1,
             inner: self.inner.clone(),
@@ -205,6 +242,7 @@ impl Db {
 /// A transaction holding freshly allocated stream positions `first..=last`.
 pub struct StreamWrite {
     pub tx: Tx<'static>,
+    kinds: Vec<StreamKind>,
     pub first: i64,
     pub last: i64,
     inner: Arc<DbInner>,
@@ -212,8 +250,19 @@ pub struct StreamWrite {
 }
 
 impl StreamWrite {
-    /// Commits, then publishes the positions. Returns the last position.
+    /// The write also changes data of this kind.
+    pub fn also(&mut self, kind: StreamKind) {
+        if !self.kinds.contains(&kind) {
+            self.kinds.push(kind);
+        }
+    }
+
+    /// Commits, then publishes the positions. Returns the last position. The per-kind marks
+    /// move on before the commit, so a reader that sees the data also sees the mark.
     pub async fn commit(self) -> Result<i64> {
+        for k in &self.kinds {
+            self.inner.marks[*k as usize].fetch_max(self.last, Ordering::SeqCst);
+        }
         self.tx.commit().await?;
         self.inner.stream.store(self.last, Ordering::SeqCst);
         Ok(self.last)

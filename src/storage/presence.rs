@@ -43,7 +43,9 @@ impl Db {
         if users.is_empty() {
             return Ok((Vec::new(), self.stream_position()));
         }
-        let mut w = self.begin_stream(users.len() as i64).await?;
+        let mut w = self
+            .begin_stream(users.len() as i64, super::StreamKind::Presence)
+            .await?;
         let mut changed = Vec::new();
         for (i, user) in users.iter().enumerate() {
             let res = sqlx::query(

@@ -17,7 +17,7 @@ pub struct Receipt {
 
 impl Db {
     pub async fn set_receipt(&self, r: &Receipt) -> Result<i64> {
-        let mut w = self.begin_stream(1).await?;
+        let mut w = self.begin_stream(1, super::StreamKind::Receipts).await?;
         sqlx::query(
                     "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, ts, stream_id)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)

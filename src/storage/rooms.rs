@@ -67,6 +67,23 @@ impl Db {
             .collect()
     }
 
+    /// Every room the user has a membership in (forgotten ones left out): (room, membership,
+    /// stream position, membership event).
+    pub async fn memberships_of_user(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(String, String, i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT room_id, membership, stream_ordering, event_id FROM memberships WHERE user_id = $1 AND forgotten = 0",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .collect()
+    }
+
     /// All membership rows of a user changed after `since` (for sync's joins, leaves and invites).
     pub async fn memberships_changed_since(
         &self,

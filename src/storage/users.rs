@@ -90,6 +90,7 @@ impl Db {
             .bind(user_id)
             .execute(&self.writer)
             .await?;
+        self.token_cache().invalidate();
         Ok(())
     }
 
@@ -127,18 +128,29 @@ impl Db {
         Ok(())
     }
 
+    /// Who an access token belongs to (from the token cache when it was looked up before).
     pub async fn token_owner(&self, token: &str) -> Result<Option<TokenOwner>> {
+        let cache = self.token_cache();
+        if let Some(owner) = cache.get(token) {
+            return Ok(Some(owner));
+        }
+        let epoch = cache.epoch();
         let row = sqlx::query("SELECT user_id, device_id FROM access_tokens WHERE token = $1")
             .bind(token)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| {
-            Ok(TokenOwner {
-                user_id: r.try_get(0)?,
-                device_id: r.try_get(1)?,
+        let owner = row
+            .map(|r| {
+                Ok::<_, crate::error::Error>(TokenOwner {
+                    user_id: r.try_get(0)?,
+                    device_id: r.try_get(1)?,
+                })
             })
-        })
-        .transpose()
+            .transpose()?;
+        if let Some(o) = &owner {
+            cache.put_if_unchanged(token, o, epoch);
+        }
+        Ok(owner)
     }
 
     pub async fn delete_access_token(&self, token: &str) -> Result<()> {
@@ -146,6 +158,7 @@ impl Db {
             .bind(token)
             .execute(&self.writer)
             .await?;
+        self.token_cache().invalidate();
         Ok(())
     }
 
@@ -154,6 +167,7 @@ impl Db {
             .bind(user_id)
             .execute(&self.writer)
             .await?;
+        self.token_cache().invalidate();
         Ok(())
     }
 
@@ -164,7 +178,48 @@ impl Db {
             .bind(keep)
             .execute(&self.writer)
             .await?;
+        self.token_cache().invalidate();
         Ok(())
+    }
+}
+
+/// Access tokens already looked up. Any token deletion empties it; a lookup that raced with a
+/// deletion (its epoch moved on) is not cached, so a revoked token is never served from here.
+#[derive(Default)]
+pub struct TokenCache {
+    inner: std::sync::Mutex<std::collections::HashMap<String, TokenOwner>>,
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+/// Tokens kept before the cache starts over.
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+impl TokenCache {
+    fn get(&self, token: &str) -> Option<TokenOwner> {
+        self.inner.lock().ok()?.get(token).cloned()
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn put_if_unchanged(&self, token: &str, owner: &TokenOwner, epoch: u64) {
+        if let Ok(mut m) = self.inner.lock()
+            && self.epoch() == epoch
+        {
+            if m.len() >= TOKEN_CACHE_MAX {
+                m.clear();
+            }
+            m.insert(token.to_owned(), owner.clone());
+        }
+    }
+
+    /// Called after tokens were deleted.
+    pub fn invalidate(&self) {
+        if let Ok(mut m) = self.inner.lock() {
+            self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            m.clear();
+        }
     }
 }
 

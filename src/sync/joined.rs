@@ -13,7 +13,7 @@ use crate::{
     error::Result,
     rooms::{Pdu, visibility::filter_visible_as},
     services::Services,
-    storage::{receipts::Receipt, sync::TimelineWindow},
+    storage::{StreamKind, receipts::Receipt, sync::TimelineWindow},
 };
 
 /// How many rooms are assembled at a time (assembly mostly reads caches).
@@ -78,7 +78,12 @@ pub async fn joined_rooms(
         })
         .collect();
     let mut timelines = s.db.room_timelines(&windows, w.until, limit).await?;
-    let mut receipts = s.db.receipts_in_rooms(&windows, &req.user_id).await?;
+    let any_full = active.iter().any(|r| r.full);
+    let mut receipts = if any_full || s.db.changed_since(StreamKind::Receipts, w.since) {
+        s.db.receipts_in_rooms(&windows, &req.user_id).await?
+    } else {
+        HashMap::new()
+    };
     let read_positions = s.db.read_positions_of_user(&req.user_id).await?;
     let no_receipts = HashMap::new();
 

@@ -14,6 +14,7 @@ use crate::{
     error::Result,
     rooms::{Pdu, visibility::filter_visible},
     services::Services,
+    storage::StreamKind,
 };
 use filter::SyncFilter;
 use token::SyncToken;
@@ -33,7 +34,7 @@ pub async fn sync(s: &Services, req: SyncRequest) -> Result<Value> {
     let mut rx = s.notifier.subscribe();
     loop {
         rx.borrow_and_update();
-        let (resp, empty) = compute(s, &req).await?;
+        let (resp, empty, rooms) = compute(s, &req).await?;
         if !empty
             || req.since.is_none()
             || req.full_state
@@ -43,12 +44,6 @@ pub async fn sync(s: &Services, req: SyncRequest) -> Result<Value> {
         }
         // Wait until something that may concern this user happens, or the timeout.
         let since = req.since.unwrap_or_default();
-        let rooms: Vec<String> =
-            s.db.rooms_with_membership(&req.user_id, "join")
-                .await?
-                .into_iter()
-                .map(|(r, _, _)| r)
-                .collect();
         loop {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {
@@ -69,8 +64,8 @@ pub async fn sync(s: &Services, req: SyncRequest) -> Result<Value> {
     }
 }
 
-/// One pass: the response and whether it carries nothing new.
-async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool)> {
+/// One pass: the response, whether it carries nothing new, and the rooms the user is in.
+async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool, Vec<String>)> {
     let until = s.db.stream_position();
     let typing_now = s.typing.serial();
     let next = SyncToken {
@@ -88,10 +83,24 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool)> {
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
-    let joined = s.db.rooms_with_membership(&req.user_id, "join").await?;
-    let account_data =
+    // All the user's memberships in one read, split by kind.
+    let memberships = s.db.memberships_of_user(&req.user_id).await?;
+    let with = |kind: &str| -> Vec<(String, i64, String)> {
+        memberships
+            .iter()
+            .filter(|(_, m, _, _)| m == kind)
+            .map(|(r, _, at, e)| (r.clone(), *at, e.clone()))
+            .collect()
+    };
+    let joined = with("join");
+    // Streams the database says nothing happened in since `since` are not read at all.
+    let changed = |kind: StreamKind| initial || s.db.changed_since(kind, since_stream);
+    let account_data = if changed(StreamKind::AccountData) {
         s.db.account_data_since(&req.user_id, if initial { 0 } else { since_stream })
-            .await?;
+            .await?
+    } else {
+        Vec::new()
+    };
     let wanted: Vec<joined::JoinedRoom> = joined
         .iter()
         .filter(|(room_id, _, _)| f.rooms.allows_room(room_id))
@@ -113,7 +122,7 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool)> {
         empty = false;
         join.insert(room_id, room);
     }
-    let invites = s.db.rooms_with_membership(&req.user_id, "invite").await?;
+    let invites = with("invite");
     for (room_id, at, event_id) in invites {
         if (!initial && at <= since_stream) || at > until || !f.rooms.allows_room(&room_id) {
             continue;
@@ -126,9 +135,7 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool)> {
     }
     if !initial || f.include_leave {
         for membership in ["leave", "ban"] {
-            for (room_id, at, event_id) in
-                s.db.rooms_with_membership(&req.user_id, membership).await?
-            {
+            for (room_id, at, event_id) in with(membership) {
                 if (!initial && at <= since_stream) || at > until || !f.rooms.allows_room(&room_id)
                 {
                     continue;
@@ -161,14 +168,17 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool)> {
         s.db.ack_to_device(&req.user_id, &req.device_id, since_stream)
             .await?;
     }
-    let to_device =
+    let to_device = if changed(StreamKind::ToDevice) {
         s.db.to_device_since(
             &req.user_id,
             &req.device_id,
             if initial { 0 } else { since_stream },
             100,
         )
-        .await?;
+        .await?
+    } else {
+        Vec::new()
+    };
     let mut next = next;
     if to_device.len() == 100
         && let Some((last, _)) = to_device.last()
@@ -181,32 +191,43 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool)> {
     }
 
     // Device lists and presence of users we share rooms with.
-    let sharing = s.db.users_sharing_rooms(&req.user_id).await?;
-    let mut changed = if initial {
-        Vec::new()
+    let want_devices = !initial && changed(StreamKind::DeviceLists);
+    let want_presence = changed(StreamKind::Presence);
+    let sharing = if want_devices || want_presence {
+        s.db.users_sharing_rooms(&req.user_id).await?
     } else {
+        Vec::new()
+    };
+    let mut changed_devices = if want_devices {
         s.db.device_lists_changed_since(&sharing, since_stream)
             .await?
+    } else {
+        Vec::new()
     };
     // Users who newly share a room with us need their keys refetched.
-    if !initial {
-        for (room_id, m) in
+    if !initial && changed(StreamKind::Memberships) {
+        for (_, m) in
             s.db.memberships_changed_since_in_my_rooms(&req.user_id, since_stream)
                 .await?
         {
-            let _ = room_id;
-            if m.membership == "join" && !changed.contains(&m.user_id) && m.user_id != req.user_id {
-                changed.push(m.user_id);
+            if m.membership == "join"
+                && !changed_devices.contains(&m.user_id)
+                && m.user_id != req.user_id
+            {
+                changed_devices.push(m.user_id);
             }
         }
     }
-    if !changed.is_empty() {
+    if !changed_devices.is_empty() {
         empty = false;
     }
-    let presence: Vec<Value> = s
-        .db
-        .presence_since(&sharing, if initial { 0 } else { since_stream })
-        .await?
+    let presence_rows = if want_presence {
+        s.db.presence_since(&sharing, if initial { 0 } else { since_stream })
+            .await?
+    } else {
+        Vec::new()
+    };
+    let presence: Vec<Value> = presence_rows
         .into_iter()
         .map(|(user, state, msg, last, active)| {
             let mut c = json!({"presence": state, "last_active_ago": (crate::storage::now_ms() - last).max(0), "currently_active": active});
@@ -241,12 +262,13 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool)> {
         "account_data": {"events": global},
         "presence": {"events": presence},
         "to_device": {"events": to_device.into_iter().map(|(_, v)| v).collect::<Vec<_>>()},
-        "device_lists": {"changed": changed, "left": []},
+        "device_lists": {"changed": changed_devices, "left": []},
         "device_one_time_keys_count": otk,
         "device_unused_fallback_key_types": fallback,
     });
     resp["rooms"] = Value::Object(rooms);
-    Ok((resp, empty))
+    let joined_rooms = joined.into_iter().map(|(r, _, _)| r).collect();
+    Ok((resp, empty, joined_rooms))
 }
 
 /// The transaction id is shown only to the device that sent the event.

@@ -118,7 +118,7 @@ async fn send_message(
 ) -> JsonResult {
     let a = req.user()?;
     let room_id = &req.body.room_id;
-    require_joined(&s, room_id.as_str(), a.user_id.as_str()).await?;
+    // Membership is checked by `send_event` against the room's current state.
     let content = content_of(&req.json)?;
     let txn = ClientTxn {
         device_id: a.device_id.to_string(),
