@@ -267,6 +267,7 @@ impl Verdict {
 }
 
 /// The user's rules and the room context to evaluate them in (built once per room).
+#[derive(Clone)]
 pub struct Evaluator {
     rules: Ruleset,
     ctx: PushConditionRoomCtx,
@@ -395,6 +396,10 @@ struct CachedUnread {
     /// Every candidate event up to this stream position is in `counts`.
     evaluated_to: i64,
     counts: UnreadCounts,
+    /// The evaluator last used, with the state snapshot it was made for and the stream
+    /// position it was made at (it is used again while the room's state and the user's
+    /// account data, where the push rules live, have not changed).
+    evaluator: Option<(i64, i64, std::sync::Arc<Evaluator>)>,
 }
 
 /// Entries kept before the cache starts over.
@@ -443,7 +448,9 @@ pub async fn unread_counts(
     let key = (user_id.to_owned(), room_id.to_owned(), per_thread);
     let unthreaded = receipts.get("").copied().unwrap_or(0);
     let floor = joined_at.max(unthreaded);
-    let (mut counts, after) = match s.unread.get(&key) {
+    let cached = s.unread.get(&key);
+    let previous_evaluator = cached.as_ref().and_then(|c| c.evaluator.clone());
+    let (mut counts, after) = match cached {
         Some(c) if c.joined_at == joined_at && c.receipts == *receipts => {
             if s.notifier.room_quiet_since(room_id, c.evaluated_to) {
                 return Ok(c.counts);
@@ -463,8 +470,23 @@ pub async fn unread_counts(
         .first()
         .map_or(horizon, |p| p.stream_ordering.max(horizon))
         .max(after);
-    if !events.is_empty() {
-        let eval = Evaluator::for_room(db, room, user).await?;
+    let mut evaluator = previous_evaluator;
+    if let Some(newest) = events.first() {
+        let snapshot = newest.state_after.unwrap_or(-1);
+        let eval = match &evaluator {
+            Some((snap, made_at, e))
+                if *snap == snapshot
+                    && !db.changed_since(crate::storage::StreamKind::AccountData, *made_at) =>
+            {
+                e.clone()
+            }
+            _ => {
+                let made_at = db.stream_position();
+                let e = std::sync::Arc::new(Evaluator::for_room(db, room, user).await?);
+                evaluator = Some((snapshot, made_at, e.clone()));
+                e
+            }
+        };
         for pdu in &events {
             let thread = relation_of(pdu).thread_id;
             let read = receipts
@@ -498,6 +520,7 @@ pub async fn unread_counts(
             receipts: receipts.clone(),
             evaluated_to,
             counts: counts.clone(),
+            evaluator,
         },
     );
     Ok(counts)

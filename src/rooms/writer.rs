@@ -186,8 +186,11 @@ async fn run(
                 let rooms: HashSet<String> =
                     jobs.iter().map(|j| j.pdu.room_id.to_string()).collect();
                 {
+                    // Local events queued on the heads these built are refused until the head
+                    // is reloaded. Events from other servers (generation `u64::MAX`) build on
+                    // no head: they fail alone and poison nothing.
                     let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
-                    for j in &jobs {
+                    for j in jobs.iter().filter(|j| j.generation != u64::MAX) {
                         let g = f.entry(j.pdu.room_id.to_string()).or_insert(0);
                         *g = (*g).max(j.generation);
                     }

@@ -155,13 +155,15 @@ impl Db {
         })
     }
 
-    /// Inserts events with their prev and auth edges, several rows per statement.
+    /// Inserts events with their prev and auth edges, several rows per statement. An event
+    /// already stored (the same event from two servers at once) is left as it is.
     pub async fn insert_events(tx: &mut Tx<'_>, rows: &[EventRow]) -> Result<()> {
         for chunk in shaped_chunks(rows) {
             let sql = format!(
                 "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,
                     depth, origin_server_ts, json, state_after, rejected, outlier, rel_type,
-                    relates_to, thread_id, txn_id, txn_device, unsigned) VALUES {}",
+                    relates_to, thread_id, txn_id, txn_device, unsigned) VALUES {}
+                 ON CONFLICT (event_id) DO NOTHING",
                 values_list(chunk.len(), 18)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
