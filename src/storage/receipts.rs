@@ -35,36 +35,16 @@ impl Db {
                 .await?;
         w.commit().await
     }
+}
 
-    /// Receipts in a room after `since` that `viewer` may see (private receipts only their own).
-    pub async fn receipts_since(
-        &self,
-        room_id: &str,
-        since: i64,
-        viewer: &str,
-    ) -> Result<Vec<Receipt>> {
-        let rows = sqlx::query(
-            "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts
-             WHERE room_id = $1 AND stream_id > $2
-             AND (receipt_type <> 'm.read.private' OR user_id = $3)
-             ORDER BY stream_id",
-        )
-        .bind(room_id)
-        .bind(since)
-        .bind(viewer)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Receipt {
-                    room_id: r.try_get(0)?,
-                    receipt_type: r.try_get(1)?,
-                    user_id: r.try_get(2)?,
-                    thread_id: r.try_get(3)?,
-                    event_id: r.try_get(4)?,
-                    ts: r.try_get(5)?,
-                })
-            })
-            .collect()
-    }
+/// A receipt from a row of (room_id, receipt_type, user_id, thread_id, event_id, ts).
+pub fn receipt_from_row(r: &sqlx::any::AnyRow) -> Result<Receipt> {
+    Ok(Receipt {
+        room_id: r.try_get(0)?,
+        receipt_type: r.try_get(1)?,
+        user_id: r.try_get(2)?,
+        thread_id: r.try_get(3)?,
+        event_id: r.try_get(4)?,
+        ts: r.try_get(5)?,
+    })
 }

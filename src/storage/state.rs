@@ -104,6 +104,17 @@ fn block_text(entries: &[(&(String, String), &String)]) -> String {
 
 impl Db {
     /// Loads a snapshot (cached).
+    /// The event ids of a snapshot's state.
+    pub async fn snapshot_event_ids(&self, snapshot_id: i64) -> Result<Vec<String>> {
+        Ok(self
+            .load_snapshot(snapshot_id)
+            .await?
+            .map
+            .values()
+            .cloned()
+            .collect())
+    }
+
     pub async fn load_snapshot(&self, snapshot_id: i64) -> Result<Arc<Snapshot>> {
         if let Some(s) = self.snapshots().get(snapshot_id) {
             return Ok(s);

@@ -5,7 +5,11 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{Db, events::padded_len, receipts::Receipt};
+use super::{
+    Db,
+    events::padded_len,
+    receipts::{Receipt, receipt_from_row},
+};
 use crate::{error::Result, rooms::Pdu};
 
 /// Rooms per statement. Statements are padded to a power of two of rooms (see
@@ -103,14 +107,7 @@ impl Db {
                 q = q.bind(NO_ROOM).bind(0i64);
             }
             for r in q.fetch_all(&self.pool).await? {
-                let receipt = Receipt {
-                    room_id: r.try_get(0)?,
-                    receipt_type: r.try_get(1)?,
-                    user_id: r.try_get(2)?,
-                    thread_id: r.try_get(3)?,
-                    event_id: r.try_get(4)?,
-                    ts: r.try_get(5)?,
-                };
+                let receipt = receipt_from_row(&r)?;
                 out.entry(receipt.room_id.clone())
                     .or_default()
                     .push(receipt);

@@ -231,14 +231,7 @@ async fn room_parts(
     };
     let state_ids: Vec<String> = if full {
         match start_snapshot {
-            Some(snap) => {
-                s.db.load_snapshot(snap)
-                    .await?
-                    .map
-                    .values()
-                    .cloned()
-                    .collect()
-            }
+            Some(snap) => s.db.snapshot_event_ids(snap).await?,
             None => Vec::new(),
         }
     } else if limited {

@@ -335,14 +335,7 @@ async fn left_room(
         .map(|p| p.stream_ordering)
         .unwrap_or(leave_pos);
     let state_ids: Vec<String> = match s.db.snapshot_at_stream(room_id, first_pos - 1).await? {
-        Some(snap) if initial || limited => {
-            s.db.load_snapshot(snap)
-                .await?
-                .map
-                .values()
-                .cloned()
-                .collect()
-        }
+        Some(snap) if initial || limited => s.db.snapshot_event_ids(snap).await?,
         _ => Vec::new(),
     };
     let in_timeline: std::collections::HashSet<&str> =

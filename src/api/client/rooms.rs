@@ -207,14 +207,7 @@ async fn visible_state(s: &Services, room_id: &str, user_id: &str) -> Result<Vec
         }
         Some(m) if m.membership == "leave" || m.membership == "ban" => {
             match s.db.snapshot_after_event(&m.event_id).await? {
-                Some(snap) => {
-                    s.db.load_snapshot(snap)
-                        .await?
-                        .map
-                        .values()
-                        .cloned()
-                        .collect()
-                }
+                Some(snap) => s.db.snapshot_event_ids(snap).await?,
                 None => return Err(Error::forbidden("You are not in this room")),
             }
         }
@@ -489,14 +482,7 @@ async fn context(State(s): State<AppState>, req: Ruma<get_context::v3::Request>)
         .map(|p| p.stream_ordering + 1)
         .unwrap_or(event.stream_ordering + 1);
     let state_ids: Vec<String> = match event.state_after {
-        Some(snap) => {
-            s.db.load_snapshot(snap)
-                .await?
-                .map
-                .values()
-                .cloned()
-                .collect()
-        }
+        Some(snap) => s.db.snapshot_event_ids(snap).await?,
         None => Vec::new(),
     };
     let mut state = s.db.get_pdus(&state_ids).await?;
