@@ -190,28 +190,14 @@ impl Db {
             }
             q.execute(&mut **tx).await?;
         }
-        let edges: Vec<(&str, &str)> = rows
-            .iter()
-            .flat_map(|r| {
-                r.prev_events
-                    .iter()
-                    .map(move |p| (r.event_id.as_str(), p.as_str()))
-            })
-            .collect();
+        let edges: Vec<(&str, &str)> = rows.iter().flat_map(|r| r.refs(&r.prev_events)).collect();
         insert_pairs(
             tx,
             "INSERT INTO event_edges (event_id, prev_event_id) VALUES",
             &edges,
         )
         .await?;
-        let auth: Vec<(&str, &str)> = rows
-            .iter()
-            .flat_map(|r| {
-                r.auth_events
-                    .iter()
-                    .map(move |a| (r.event_id.as_str(), a.as_str()))
-            })
-            .collect();
+        let auth: Vec<(&str, &str)> = rows.iter().flat_map(|r| r.refs(&r.auth_events)).collect();
         insert_pairs(
             tx,
             "INSERT INTO event_auth (event_id, auth_event_id) VALUES",
@@ -247,14 +233,9 @@ impl Db {
                     "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id IN ({})",
                     placeholders(2, n)
                 );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id.as_str());
-                for id in chunk {
-                    q = q.bind(id.as_str());
-                }
-                for _ in chunk.len()..n {
-                    q = q.bind("");
-                }
-                q.execute(&mut **tx).await?;
+                let ids: Vec<&str> = chunk.iter().map(|id| id.as_str()).collect();
+                let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id.as_str());
+                bind_padded(q, &ids, "").execute(&mut **tx).await?;
             }
             let pairs: Vec<(&str, &str)> = added
                 .iter()
@@ -355,13 +336,8 @@ impl Db {
                 "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})",
                 placeholders.join(",")
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(id.as_str());
-            }
-            for _ in chunk.len()..n {
-                q = q.bind("");
-            }
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let q = bind_padded(sqlx::query(sqlx::AssertSqlSafe(sql)), &ids, "");
             for row in q.fetch_all(&self.pool).await? {
                 let p = pdu_from_row(&row)?;
                 self.pdu_cache().put(&p);
@@ -560,13 +536,8 @@ impl Db {
                     GROUP BY room_id, thread_id
                  ) s JOIN events e ON e.stream_ordering = s.latest"
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (_, id) in chunk {
-                q = q.bind(*id);
-            }
-            for _ in chunk.len()..n {
-                q = q.bind("");
-            }
+            let ids: Vec<&str> = chunk.iter().map(|(_, id)| *id).collect();
+            let q = bind_padded(sqlx::query(sqlx::AssertSqlSafe(sql)), &ids, "");
             for r in q.fetch_all(&self.pool).await? {
                 let room: String = r.try_get(0)?;
                 let root: String = r.try_get(1)?;
@@ -592,13 +563,12 @@ impl Db {
                 "SELECT DISTINCT room_id, thread_id FROM events WHERE sender = $1
                  AND thread_id IN ({list}) AND rejected = 0 AND outlier = 0"
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id);
-            for (_, id) in chunk {
-                q = q.bind(*id);
-            }
-            for _ in chunk.len()..n {
-                q = q.bind("");
-            }
+            let ids: Vec<&str> = chunk.iter().map(|(_, id)| *id).collect();
+            let q = bind_padded(
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id),
+                &ids,
+                "",
+            );
             for r in q.fetch_all(&self.pool).await? {
                 let room: String = r.try_get(0)?;
                 let root: String = r.try_get(1)?;
@@ -625,13 +595,8 @@ impl Db {
                  WHERE relates_to IN ({list}) AND rel_type = 'm.replace'
                  AND rejected = 0 AND outlier = 0 AND redacted_by IS NULL"
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (_, id) in chunk {
-                q = q.bind(*id);
-            }
-            for _ in chunk.len()..n {
-                q = q.bind("");
-            }
+            let ids: Vec<&str> = chunk.iter().map(|(_, id)| *id).collect();
+            let q = bind_padded(sqlx::query(sqlx::AssertSqlSafe(sql)), &ids, "");
             for r in q.fetch_all(&self.pool).await? {
                 let room: String = r.try_get(0)?;
                 let target: String = r.try_get(1)?;
@@ -677,6 +642,12 @@ pub struct EventRow {
 impl EventRow {
     pub fn event_id(&self) -> &str {
         &self.event_id
+    }
+
+    /// (this event, referenced event) for each of `ids` (its prev or auth events).
+    fn refs<'a>(&'a self, ids: &'a [String]) -> impl Iterator<Item = (&'a str, &'a str)> {
+        ids.iter()
+            .map(move |id| (self.event_id.as_str(), id.as_str()))
     }
 }
 
@@ -751,6 +722,23 @@ async fn insert_pairs(tx: &mut Tx<'_>, prefix: &str, pairs: &[(&str, &str)]) -> 
 /// with values that match nothing).
 pub fn padded_len(n: usize) -> usize {
     n.max(1).next_power_of_two()
+}
+
+/// A query over the `Any` driver.
+pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds `values`, then `pad` until [`padded_len`] of them are bound.
+pub fn bind_padded<'q, T>(mut q: AnyQuery<'q>, values: &[T], pad: T) -> AnyQuery<'q>
+where
+    T: 'q + Copy + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    for v in values {
+        q = q.bind(*v);
+    }
+    for _ in values.len()..padded_len(values.len()) {
+        q = q.bind(pad);
+    }
+    q
 }
 
 fn placeholders(first: usize, n: usize) -> String {

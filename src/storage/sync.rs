@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::{
     Db,
-    events::padded_len,
+    events::{AnyQuery, bind_padded, padded_len},
     receipts::{Receipt, receipt_from_row},
 };
 use crate::{error::Result, rooms::Pdu};
@@ -39,26 +39,19 @@ impl Db {
         for chunk in windows.chunks(CHUNK) {
             // One index-driven subquery per room, glued with UNION ALL.
             let n = padded_len(chunk.len());
-            let mut parts = Vec::with_capacity(n);
-            for i in 0..n {
-                let b = 3 + i * 2;
-                parts.push(format!(
-                    "SELECT * FROM (SELECT event_id FROM events WHERE room_id = ${b}
-                     AND stream_ordering > ${} AND stream_ordering <= $1 AND outlier = 0
-                     AND rejected = 0 ORDER BY stream_ordering DESC LIMIT $2) t{i}",
-                    b + 1
-                ));
-            }
-            let sql = parts.join(" UNION ALL ");
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let sql = union_of(n, |i| {
+                format!(
+                    "SELECT event_id FROM events WHERE room_id = ${} AND stream_ordering > ${}
+                     AND stream_ordering <= $1 AND outlier = 0 AND rejected = 0
+                     ORDER BY stream_ordering DESC LIMIT $2",
+                    3 + i * 2,
+                    4 + i * 2
+                )
+            });
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(until)
                 .bind(limit + 1);
-            for w in chunk {
-                q = q.bind(w.room_id).bind(w.since);
-            }
-            for _ in chunk.len()..n {
-                q = q.bind(NO_ROOM).bind(0i64);
-            }
+            let q = bind_windows(q, chunk);
             for row in q.fetch_all(&self.pool).await? {
                 ids.push(row.try_get(0)?);
             }
@@ -99,13 +92,7 @@ impl Db {
                  ORDER BY stream_id",
                 conds.join(" OR ")
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(viewer);
-            for w in chunk {
-                q = q.bind(w.room_id).bind(w.since);
-            }
-            for _ in chunk.len()..n {
-                q = q.bind(NO_ROOM).bind(0i64);
-            }
+            let q = bind_windows(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(viewer), chunk);
             for r in q.fetch_all(&self.pool).await? {
                 let receipt = receipt_from_row(&r)?;
                 out.entry(receipt.room_id.clone())
@@ -158,13 +145,7 @@ impl Db {
                  GROUP BY room_id, membership",
                 list.join(",")
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for r in chunk {
-                q = q.bind(*r);
-            }
-            for _ in chunk.len()..n {
-                q = q.bind(NO_ROOM);
-            }
+            let q = bind_padded(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk, NO_ROOM);
             for row in q.fetch_all(&self.pool).await? {
                 let room: String = row.try_get(0)?;
                 let membership: String = row.try_get(1)?;
@@ -176,23 +157,16 @@ impl Db {
                     e.invited = n;
                 }
             }
-            let parts: Vec<String> = (0..n)
-                .map(|i| {
-                    format!(
-                        "SELECT * FROM (SELECT room_id, user_id FROM memberships WHERE room_id = ${}
-                         AND membership IN ('join', 'invite') AND user_id <> $1
-                         ORDER BY user_id LIMIT 5) h{i}",
-                        i + 2
-                    )
-                })
-                .collect();
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(parts.join(" UNION ALL "))).bind(user_id);
-            for r in chunk {
-                q = q.bind(*r);
-            }
-            for _ in chunk.len()..n {
-                q = q.bind(NO_ROOM);
-            }
+            let sql = union_of(n, |i| {
+                format!(
+                    "SELECT room_id, user_id FROM memberships WHERE room_id = ${}
+                     AND membership IN ('join', 'invite') AND user_id <> $1
+                     ORDER BY user_id LIMIT 5",
+                    i + 2
+                )
+            });
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id);
+            let q = bind_padded(q, chunk, NO_ROOM);
             for row in q.fetch_all(&self.pool).await? {
                 let room: String = row.try_get(0)?;
                 out.entry(room).or_default().heroes.push(row.try_get(1)?);
@@ -210,4 +184,24 @@ pub struct RoomSummary {
     pub joined: i64,
     pub invited: i64,
     pub heroes: Vec<String>,
+}
+
+/// `n` subqueries glued with `UNION ALL` (each wrapped, so it may keep its own ORDER BY and
+/// LIMIT).
+fn union_of(n: usize, part: impl Fn(usize) -> String) -> String {
+    (0..n)
+        .map(|i| format!("SELECT * FROM ({}) u{i}", part(i)))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
+/// Binds each window's room and position, padded to [`padded_len`] windows.
+fn bind_windows<'q>(mut q: AnyQuery<'q>, windows: &[TimelineWindow<'q>]) -> AnyQuery<'q> {
+    for w in windows {
+        q = q.bind(w.room_id).bind(w.since);
+    }
+    for _ in windows.len()..padded_len(windows.len()) {
+        q = q.bind(NO_ROOM).bind(0i64);
+    }
+    q
 }
