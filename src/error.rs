@@ -85,6 +85,16 @@ impl Error {
         )
         .with_extra("retry_after_ms", json!(retry_after_ms))
     }
+    /// A key upload names a backup version that is not the current one (403, with
+    /// `current_version`).
+    pub fn wrong_room_keys_version(current_version: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "M_WRONG_ROOM_KEYS_VERSION",
+            "Wrong backup version",
+        )
+        .with_extra("current_version", json!(current_version))
+    }
     pub fn unknown(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", msg)
     }

@@ -89,6 +89,7 @@ fn spawn_background(s: AppState) {
         }
     });
     crate::users::presence::spawn_sweeper(s.clone());
+    crate::push::gateway::spawn(s.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {

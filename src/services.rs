@@ -27,6 +27,9 @@ pub struct Services {
     pub device_activity: crate::users::devices::DeviceActivity,
     pub admin_nonces: crate::users::register::Nonces,
     pub unread: crate::push::UnreadCache,
+    /// Users with an HTTP pusher, and the client that posts to their push gateways.
+    pub pushers: crate::push::pushers::PusherUsers,
+    pub push_client: reqwest::Client,
 }
 
 pub type AppState = Arc<Services>;
@@ -63,7 +66,11 @@ impl Services {
                 }
             }),
         );
+        let pushers = crate::push::pushers::PusherUsers::load(&db).await?;
+        let push_client = crate::push::gateway::client(&config)?;
         Ok(Arc::new(Services {
+            pushers,
+            push_client,
             config,
             db,
             key,

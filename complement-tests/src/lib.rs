@@ -20,12 +20,14 @@
 pub mod client;
 pub mod crypto;
 pub mod fake;
+pub mod push_gateway;
 pub mod server;
 pub mod synapse;
 pub mod tls;
 
 pub use client::{Client, Resp, RespExt, V1, V3, next_batch};
 pub use fake::FakeServer;
+pub use push_gateway::FakePushGateway;
 pub use server::{
     Backend, FederationOptions, Server, ServerOptions, backends, free_port_on, next_loopback_ip,
 };

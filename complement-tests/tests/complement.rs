@@ -131,6 +131,8 @@ mod presence;
 mod profile;
 #[path = "complement/push_rules.rs"]
 mod push_rules;
+#[path = "complement/pushers.rs"]
+mod pushers;
 #[path = "complement/receipts.rs"]
 mod receipts;
 #[path = "complement/registration.rs"]
@@ -139,6 +141,8 @@ mod registration;
 mod relations;
 #[path = "complement/remote_media.rs"]
 mod remote_media;
+#[path = "complement/room_keys.rs"]
+mod room_keys;
 #[path = "complement/sdk.rs"]
 mod sdk;
 #[path = "complement/send.rs"]

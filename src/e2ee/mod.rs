@@ -1,6 +1,8 @@
 //! End-to-end encryption plumbing: device lists, the key server (`keys`), cross-signing and
-//! signatures (`cross_signing`), and send-to-device (`to_device`). SQL lives in storage::keys.
+//! signatures (`cross_signing`), send-to-device (`to_device`) and server-side key backups
+//! (`backup`). SQL lives in storage::keys and storage::room_keys.
 
+pub mod backup;
 pub mod cross_signing;
 pub mod keys;
 pub mod signing;

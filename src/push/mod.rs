@@ -6,6 +6,9 @@
 //! are kept from what is stored: the rules themselves always come from the current server
 //! default, so a newer default set reaches existing users.
 
+pub mod gateway;
+pub mod pushers;
+
 use std::collections::{BTreeMap, HashMap};
 
 use ruma::{
@@ -288,10 +291,13 @@ impl Evaluator {
 
     /// Evaluates an event (in client format) for the user.
     pub async fn evaluate(&self, event: &Value) -> Result<Verdict> {
+        Ok(Verdict::from_actions(&self.actions(event).await?))
+    }
+
+    /// The actions the user's rules give an event (in client format).
+    pub async fn actions(&self, event: &Value) -> Result<Vec<Action>> {
         let raw: Raw<Value> = Raw::new(event).map_err(Error::internal)?;
-        Ok(Verdict::from_actions(
-            self.rules.get_actions(&raw, &self.ctx).await,
-        ))
+        Ok(self.rules.get_actions(&raw, &self.ctx).await.to_vec())
     }
 }
 

@@ -116,6 +116,7 @@ impl Db {
             "DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2",
             "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2",
             "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2",
+            "DELETE FROM pushers WHERE user_id = $1 AND device_id = $2",
         ] {
             sqlx::query(sql)
                 .bind(user_id)

@@ -28,6 +28,8 @@ const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_federation"),
     migration!(3, "0003_media"),
     migration!(4, "0004_sync_indexes"),
+    migration!(5, "0005_room_keys"),
+    migration!(6, "0006_pushers"),
 ];
 
 pub async fn run(db: &Db) -> Result<()> {

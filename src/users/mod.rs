@@ -284,7 +284,7 @@ pub async fn set_profile_value(
     }
 }
 
-/// Deactivates an account: leaves every room, removes tokens, devices and keys.
+/// Deactivates an account: leaves every room, removes tokens, devices, keys and key backups.
 pub async fn deactivate(s: &Services, user_id: &UserId) -> Result<()> {
     for membership in ["join", "invite", "knock"] {
         for (room, _, _) in
@@ -309,6 +309,7 @@ pub async fn deactivate(s: &Services, user_id: &UserId) -> Result<()> {
     s.db.set_profile_field(user_id.as_str(), ProfileField::AvatarUrl, None)
         .await?;
     s.db.delete_profile_custom_fields(user_id.as_str()).await?;
+    s.db.delete_user_backups(user_id.as_str()).await?;
     s.db.set_deactivated(user_id.as_str()).await?;
     Ok(())
 }

@@ -1,9 +1,8 @@
 //! End-to-end encryption keys: upload, query, claim, changes, cross-signing, signatures,
-//! send-to-device; and the key-backup version probe (no backups are kept yet).
+//! send-to-device. Key backups are in `room_keys`.
 
 use axum::{Json, Router, extract::State};
 use ruma::api::client::{
-    backup::{get_backup_info, get_latest_backup_info},
     keys::{
         claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys,
     },
@@ -27,9 +26,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route::<get_key_changes::v3::Request, _, _>(r, changes);
     let r = route::<upload_signing_keys::v3::Request, _, _>(r, device_signing_upload);
     let r = route::<upload_signatures::v3::Request, _, _>(r, signatures_upload);
-    let r = route::<send_event_to_device::v3::Request, _, _>(r, send_to_device);
-    let r = route::<get_latest_backup_info::v3::Request, _, _>(r, latest_backup);
-    route::<get_backup_info::v3::Request, _, _>(r, backup_info)
+    route::<send_event_to_device::v3::Request, _, _>(r, send_to_device)
 }
 
 fn raw_value<T>(raw: &ruma::serde::Raw<T>) -> Result<Value> {
@@ -168,18 +165,4 @@ async fn send_to_device(
     )
     .await?;
     Ok(Json(json!({})))
-}
-
-/// No key backup is kept yet: clients see "no backup" rather than an unknown endpoint.
-async fn latest_backup(req: Ruma<get_latest_backup_info::v3::Request>) -> JsonResult {
-    req.user()?;
-    Err(Error::not_found("No current backup version"))
-}
-
-async fn backup_info(req: Ruma<get_backup_info::v3::Request>) -> JsonResult {
-    req.user()?;
-    Err(Error::not_found(format!(
-        "Unknown backup version {}",
-        req.body.version
-    )))
 }
