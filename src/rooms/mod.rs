@@ -44,6 +44,39 @@ pub struct RoomHead {
     pub generation: u64,
     /// Client transactions queued but not yet committed: (user, device, txn) → event.
     pub pending_txns: HashMap<(String, String, String), Pdu>,
+    /// Client transactions committed since this head was loaded (the newest
+    /// [`RECENT_TXNS`]): a retry that looked in the database before the commit finds its
+    /// event here.
+    pub recent_txns: RecentTxns,
+}
+
+/// Committed client transactions a room head remembers.
+pub const RECENT_TXNS: usize = 4096;
+
+type TxnKey = (String, String, String);
+
+/// A bounded, oldest-first-forgotten map of committed transactions to their event ids.
+#[derive(Default)]
+pub struct RecentTxns {
+    ids: HashMap<TxnKey, OwnedEventId>,
+    order: std::collections::VecDeque<TxnKey>,
+}
+
+impl RecentTxns {
+    pub fn get(&self, key: &TxnKey) -> Option<&OwnedEventId> {
+        self.ids.get(key)
+    }
+
+    pub fn insert(&mut self, key: TxnKey, event_id: OwnedEventId) {
+        if self.ids.insert(key.clone(), event_id).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > RECENT_TXNS {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
 }
 
 /// Per-room locks holding the room head.
@@ -88,6 +121,7 @@ async fn load_head(s: &Services, room_id: &RoomId) -> Result<RoomHead> {
         snapshot,
         generation: s.room_locks.next_generation(),
         pending_txns: HashMap::new(),
+        recent_txns: RecentTxns::default(),
     })
 }
 
@@ -291,8 +325,20 @@ pub async fn send_event(
     ev: NewEvent,
     txn: Option<ClientTxn>,
 ) -> Result<Pdu> {
+    // A retried transaction is looked up before the room lock is taken, so that the lookup
+    // does not hold up everyone sending to the room; one that commits meanwhile is found in
+    // the head's recent transactions below.
+    if let Some(t) = &txn
+        && let Some(existing) =
+            s.db.txn_event_id(sender.as_str(), &t.device_id, &t.txn_id)
+                .await?
+        && let Some(pdu) = s.db.get_pdu(existing.as_str()).await?
+    {
+        return Ok(pdu);
+    }
     let lock = s.room_locks.get(room_id);
     let mut guard = lock.lock().await;
+    let had_generation = guard.as_ref().map(|h| h.generation);
     let head = match head_of(s, room_id, &mut guard).await {
         Ok(head) => head,
         Err(e) => {
@@ -308,9 +354,16 @@ pub async fn send_event(
         if let Some(p) = head.pending_txns.get(&key) {
             return Ok(p.clone());
         }
-        if let Some(existing) =
-            s.db.txn_event_id(sender.as_str(), &t.device_id, &t.txn_id)
-                .await?
+        let committed = match head.recent_txns.get(&key) {
+            Some(id) => Some(id.clone()),
+            // A head loaded just now remembers nothing: ask the database again.
+            None if had_generation != Some(head.generation) => {
+                s.db.txn_event_id(sender.as_str(), &t.device_id, &t.txn_id)
+                    .await?
+            }
+            None => None,
+        };
+        if let Some(existing) = committed
             && let Some(pdu) = s.db.get_pdu(existing.as_str()).await?
         {
             return Ok(pdu);
@@ -440,6 +493,9 @@ pub async fn send_event(
         let mut guard = lock.lock().await;
         if let Some(h) = guard.as_mut() {
             h.pending_txns.remove(k);
+            if matches!(result, Ok(Ok(_))) {
+                h.recent_txns.insert(k.clone(), pdu.event_id.clone());
+            }
         }
     }
     pdu.stream_ordering = result??;

@@ -89,7 +89,27 @@ impl EventWriter {
     pub fn start(db: Db, notifier: Arc<Notifier>, outbound: Option<Outbound>) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let failed = Arc::new(Mutex::new(HashMap::new()));
-        tokio::spawn(run(db, notifier, rx, failed.clone(), outbound));
+        let task = run(db, notifier, rx, failed.clone(), outbound);
+        // The writer gets a thread and runtime of its own: each of its statements is a
+        // hand-over to the database connection's thread and back, and on the shared runtime
+        // every hand-back queued behind request handling.
+        let own_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match own_runtime {
+            Ok(rt) => {
+                let spawned = std::thread::Builder::new()
+                    .name("event-writer".into())
+                    .spawn(move || rt.block_on(task));
+                if let Err(e) = spawned {
+                    tracing::error!("cannot start the event writer thread: {e}");
+                }
+            }
+            Err(e) => {
+                tracing::warn!("event writer runs on the shared runtime: {e}");
+                tokio::spawn(task);
+            }
+        }
         EventWriter { tx, failed }
     }
 
@@ -213,9 +233,11 @@ async fn write_batch(
     jobs: &[PersistJob],
     outbound: Option<&Outbound>,
 ) -> Result<(i64, Vec<String>)> {
+    let t0 = std::time::Instant::now();
     let mut w = db
         .begin_stream(jobs.len() as i64, crate::storage::StreamKind::Events)
         .await?;
+    let t_begin = t0.elapsed();
     let first = w.first;
     let mut low: Option<i64> = None;
     let mut destinations: Vec<String> = Vec::new();
@@ -260,7 +282,7 @@ async fn write_batch(
         // still waiting in this batch go in first, in case that outlier is one of them).
         if remote.is_some() && !outlier {
             if rows.iter().any(|r| r.event_id() == p.event_id.as_str()) {
-                Db::insert_events(&mut w.tx, &rows).await?;
+                Db::insert_events(&mut w.tx, db.dialect, &rows).await?;
                 rows.clear();
             }
             Db::delete_outlier(&mut w.tx, p.event_id.as_str()).await?;
@@ -343,9 +365,18 @@ async fn write_batch(
             }
         }
     }
-    Db::insert_events(&mut w.tx, &rows).await?;
+    let t_rows = t0.elapsed();
+    Db::insert_events(&mut w.tx, db.dialect, &rows).await?;
     Db::apply_extremities(&mut w.tx, &extremities).await?;
+    let t_insert = t0.elapsed();
     w.commit().await?;
+    tracing::trace!(
+        begin_us = t_begin.as_micros() as u64,
+        rows_us = (t_rows - t_begin).as_micros() as u64,
+        insert_us = (t_insert - t_rows).as_micros() as u64,
+        commit_us = (t0.elapsed() - t_insert).as_micros() as u64,
+        "batch phases"
+    );
     Ok((first, destinations))
 }
 

@@ -157,50 +157,77 @@ impl Db {
 
     /// Inserts events with their prev and auth edges, several rows per statement. An event
     /// already stored (the same event from two servers at once) is left as it is.
-    pub async fn insert_events(tx: &mut Tx<'_>, rows: &[EventRow]) -> Result<()> {
-        for chunk in shaped_chunks(rows) {
-            let sql = format!(
-                "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,
-                    depth, origin_server_ts, json, state_after, rejected, outlier, rel_type,
-                    relates_to, thread_id, txn_id, txn_device, unsigned) VALUES {}
-                 ON CONFLICT (event_id) DO NOTHING",
-                values_list(chunk.len(), 18)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for r in chunk {
-                q = q
-                    .bind(r.stream_ordering)
-                    .bind(r.event_id.as_str())
-                    .bind(r.room_id.as_str())
-                    .bind(r.kind.as_str())
-                    .bind(r.state_key.as_deref())
-                    .bind(r.sender.as_str())
-                    .bind(r.depth)
-                    .bind(r.origin_server_ts)
-                    .bind(r.json.as_str())
-                    .bind(r.state_after)
-                    .bind(r.rejected)
-                    .bind(r.outlier)
-                    .bind(r.rel_type.as_deref())
-                    .bind(r.relates_to.as_deref())
-                    .bind(r.thread_id.as_deref())
-                    .bind(r.txn_id.as_deref())
-                    .bind(r.txn_device.as_deref())
-                    .bind(r.unsigned.as_deref());
-            }
-            q.execute(&mut **tx).await?;
+    pub async fn insert_events(
+        tx: &mut Tx<'_>,
+        dialect: super::Dialect,
+        rows: &[EventRow],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
         }
+        // Each table's rows go in as one JSON array in one statement, whatever the batch size:
+        // one hand-over to the connection per table instead of one per chunk of rows.
+        let events: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!([
+                    r.stream_ordering,
+                    r.event_id,
+                    r.room_id,
+                    r.kind,
+                    r.state_key,
+                    r.sender,
+                    r.depth,
+                    r.origin_server_ts,
+                    r.json,
+                    r.state_after,
+                    r.rejected,
+                    r.outlier,
+                    r.rel_type,
+                    r.relates_to,
+                    r.thread_id,
+                    r.txn_id,
+                    r.txn_device,
+                    r.unsigned,
+                ])
+            })
+            .collect();
+        let columns = "stream_ordering, event_id, room_id, type, state_key, sender, depth,
+            origin_server_ts, json, state_after, rejected, outlier, rel_type, relates_to,
+            thread_id, txn_id, txn_device, unsigned";
+        let select = match dialect {
+            super::Dialect::Sqlite => {
+                "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,
+                    value->>6, value->>7, value->>8, value->>9, value->>10, value->>11,
+                    value->>12, value->>13, value->>14, value->>15, value->>16, value->>17
+                 FROM json_each($1) WHERE true"
+            }
+            super::Dialect::Postgres => {
+                "SELECT (v->>0)::bigint, v->>1, v->>2, v->>3, v->>4, v->>5, (v->>6)::bigint,
+                    (v->>7)::bigint, v->>8, (v->>9)::bigint, (v->>10)::bigint,
+                    (v->>11)::bigint, v->>12, v->>13, v->>14, v->>15, v->>16, v->>17
+                 FROM json_array_elements($1::json) AS e(v)"
+            }
+        };
+        let sql =
+            format!("INSERT INTO events ({columns}) {select} ON CONFLICT (event_id) DO NOTHING");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::Value::Array(events).to_string())
+            .execute(&mut **tx)
+            .await?;
         let edges: Vec<(&str, &str)> = rows.iter().flat_map(|r| r.refs(&r.prev_events)).collect();
-        insert_pairs(
+        insert_json_pairs(
             tx,
-            "INSERT INTO event_edges (event_id, prev_event_id) VALUES",
+            dialect,
+            "INSERT INTO event_edges (event_id, prev_event_id)",
             &edges,
         )
         .await?;
         let auth: Vec<(&str, &str)> = rows.iter().flat_map(|r| r.refs(&r.auth_events)).collect();
-        insert_pairs(
+        insert_json_pairs(
             tx,
-            "INSERT INTO event_auth (event_id, auth_event_id) VALUES",
+            dialect,
+            "INSERT INTO event_auth (event_id, auth_event_id)",
             &auth,
         )
         .await
@@ -714,6 +741,32 @@ async fn insert_pairs(tx: &mut Tx<'_>, prefix: &str, pairs: &[(&str, &str)]) -> 
         }
         q.execute(&mut **tx).await?;
     }
+    Ok(())
+}
+
+/// Inserts (a, b) text pairs as one JSON array in one statement (duplicates are skipped).
+async fn insert_json_pairs(
+    tx: &mut Tx<'_>,
+    dialect: super::Dialect,
+    insert: &str,
+    pairs: &[(&str, &str)],
+) -> Result<()> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let select = match dialect {
+        super::Dialect::Sqlite => "SELECT value->>0, value->>1 FROM json_each($1) WHERE true",
+        super::Dialect::Postgres => {
+            "SELECT v->>0, v->>1 FROM json_array_elements($1::json) AS e(v)"
+        }
+    };
+    let array: Vec<[&str; 2]> = pairs.iter().map(|(a, b)| [*a, *b]).collect();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{insert} {select} ON CONFLICT DO NOTHING"
+    )))
+    .bind(serde_json::to_string(&array)?)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

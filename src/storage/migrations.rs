@@ -30,6 +30,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_sync_indexes"),
     migration!(5, "0005_room_keys"),
     migration!(6, "0006_pushers"),
+    migration!(7, "0007_event_tables"),
 ];
 
 pub async fn run(db: &Db) -> Result<()> {

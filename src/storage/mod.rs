@@ -113,6 +113,9 @@ impl Db {
                 let opts = || {
                     AnyPoolOptions::new()
                         .acquire_timeout(Duration::from_secs(30))
+                        // A local file: nothing to test a connection for before each use,
+                        // and the ping is a hand-over to the connection's thread and back.
+                        .test_before_acquire(false)
                         .after_connect(|conn, _| {
                             Box::pin(async move {
                                 sqlx::raw_sql(
