@@ -29,7 +29,8 @@ pub struct Services {
     pub unread: crate::push::UnreadCache,
     /// Users with an HTTP pusher, and the client that posts to their push gateways.
     pub pushers: crate::push::pushers::PusherUsers,
-    pub push_client: reqwest::Client,
+    /// Made on first use: a server nobody set a pusher on never builds it.
+    pub push_client: std::sync::OnceLock<reqwest::Client>,
 }
 
 pub type AppState = Arc<Services>;
@@ -67,10 +68,9 @@ impl Services {
             }),
         );
         let pushers = crate::push::pushers::PusherUsers::load(&db).await?;
-        let push_client = crate::push::gateway::client(&config)?;
         Ok(Arc::new(Services {
             pushers,
-            push_client,
+            push_client: std::sync::OnceLock::new(),
             config,
             db,
             key,

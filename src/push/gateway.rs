@@ -285,8 +285,14 @@ enum Failure {
 }
 
 async fn post(s: &Services, url: &str, body: &Value) -> std::result::Result<Vec<String>, Failure> {
-    let resp = s
-        .push_client
+    let client = match s.push_client.get() {
+        Some(c) => c,
+        None => {
+            let made = client(&s.config).map_err(|e| Failure::Permanent(e.to_string()))?;
+            s.push_client.get_or_init(|| made)
+        }
+    };
+    let resp = client
         .post(url)
         .json(body)
         .send()

@@ -7,6 +7,7 @@
 //! default, so a newer default set reaches existing users.
 
 pub mod gateway;
+pub mod notifications;
 pub mod pushers;
 
 use std::collections::{BTreeMap, HashMap};

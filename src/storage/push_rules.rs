@@ -32,3 +32,30 @@ impl Db {
         rows.iter().map(pdu_from_row).collect()
     }
 }
+
+impl Db {
+    /// Like [`Db::notification_candidates`], below stream position `before` too.
+    pub async fn notification_candidates_between(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        after: i64,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<Pdu>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2
+             AND stream_ordering < $3 AND sender <> $4 AND outlier = 0 AND rejected = 0
+             AND redacted_by IS NULL ORDER BY stream_ordering DESC LIMIT $5"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(after)
+            .bind(before)
+            .bind(user_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(pdu_from_row).collect()
+    }
+}

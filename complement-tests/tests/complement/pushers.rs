@@ -11,6 +11,7 @@ backend_tests!(
     notification_reaches_the_gateway,
     event_id_only_format_leaves_out_content,
     rejected_pushkey_removes_the_pusher,
+    notifications_list_pages_and_read_state,
 );
 
 const SET: &str = "/_matrix/client/v3/pushers/set";
@@ -258,4 +259,82 @@ async fn rejected_pushkey_removes_the_pusher(b: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn notifications_list_pages_and_read_state(b: Backend) {
+    let server = start(b).await;
+    let (alice, bob, room) = public_room_with_two(&server).await;
+    const NOTIFS: &str = "/_matrix/client/v3/notifications";
+    bob.send_text(&room, "bob's own").await;
+    let first = alice.send_text(&room, "one").await;
+    let mention = alice
+        .send_event(
+            &room,
+            "m.room.message",
+            &json!({"msgtype": "m.text", "body": "hey you", "m.mentions": {"user_ids": [bob.user_id]}}),
+        )
+        .await;
+    let last = alice.send_text(&room, "three").await;
+
+    let all = bob.get(NOTIFS).await.ok();
+    let list = arr(&all["notifications"]);
+    let ids: Vec<&str> = list
+        .iter()
+        .filter_map(|n| n["event"]["event_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [last.as_str(), mention.as_str(), first.as_str()],
+        "{all}"
+    );
+    assert!(all.get("next_token").is_none(), "{all}");
+    for n in &list {
+        assert_eq!(n["room_id"], room.as_str());
+        assert_eq!(n["read"], false);
+        assert!(n["ts"].as_i64().is_some_and(|t| t > 0));
+        assert!(arr(&n["actions"]).iter().any(|a| a == "notify"), "{n}");
+    }
+
+    let highlights = bob.get(&format!("{NOTIFS}?only=highlight")).await.ok();
+    let list = arr(&highlights["notifications"]);
+    assert_eq!(list.len(), 1, "{highlights}");
+    assert_eq!(list[0]["event"]["event_id"], mention.as_str());
+
+    // Pages of two.
+    let page1 = bob.get(&format!("{NOTIFS}?limit=2")).await.ok();
+    assert_eq!(arr(&page1["notifications"]).len(), 2);
+    let token = page1["next_token"].as_str().expect("next_token").to_owned();
+    let page2 = bob
+        .get(&format!("{NOTIFS}?limit=2&from={}", enc(&token)))
+        .await
+        .ok();
+    let rest = arr(&page2["notifications"]);
+    assert_eq!(rest.len(), 1, "{page2}");
+    assert_eq!(rest[0]["event"]["event_id"], first.as_str());
+
+    // A read receipt on the newest marks them all read.
+    bob.post(
+        &format!("{V3}/rooms/{}/receipt/m.read/{}", enc(&room), enc(&last)),
+        &json!({}),
+    )
+    .await
+    .ok();
+    let after = bob.get(NOTIFS).await.ok();
+    assert!(
+        arr(&after["notifications"])
+            .iter()
+            .all(|n| n["read"] == true),
+        "{after}"
+    );
+    // Alice's own messages never notify her.
+    let mine = alice.get(NOTIFS).await.ok();
+    assert!(
+        arr(&mine["notifications"])
+            .iter()
+            .all(|n| n["event"]["sender"] != alice.user_id.as_str()),
+        "{mine}"
+    );
+    bob.get(&format!("{NOTIFS}?from=nonsense"))
+        .await
+        .expect_err(400, "M_INVALID_PARAM");
 }

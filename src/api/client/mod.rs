@@ -10,6 +10,7 @@ pub mod hierarchy;
 pub mod keys;
 pub mod media;
 pub mod membership;
+pub mod notifications;
 pub mod openid;
 pub mod presence;
 pub mod profile;
@@ -47,6 +48,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = room_keys::routes(r);
     let r = rooms::routes(r);
     let r = membership::routes(r);
+    let r = notifications::routes(r);
     let r = openid::routes(r);
     let r = typing::routes(r);
     sync::routes(r)
