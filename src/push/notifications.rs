@@ -99,7 +99,7 @@ pub async fn page(s: &Services, user_id: &UserId, q: Query<'_>) -> Result<Value>
         }
     }
     found.retain(|(pos, _)| *pos > cutoff);
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(pos, _)| std::cmp::Reverse(*pos));
     let more = found.len() > limit || cutoff > 0;
     found.truncate(limit);
     let next_token = match found.last() {
