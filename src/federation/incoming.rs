@@ -210,17 +210,29 @@ pub async fn store_auth_chain(
     events: Vec<CanonicalJsonObject>,
 ) -> Result<()> {
     let mut pdus: HashMap<OwnedEventId, Pdu> = HashMap::new();
-    for raw in events {
-        match remote::verify_pdu(s, room_id, raw).await {
-            Ok((id, obj)) => {
-                if let Ok(p) = Pdu::from_canonical(id.clone(), Some(room_id), obj)
-                    && p.room_id == room_id
-                {
-                    pdus.insert(id, p);
+    // A refusal may be passing (a key fetch that timed out): the refused get a second try.
+    let mut refused: Vec<CanonicalJsonObject> = Vec::new();
+    let mut batch = events;
+    for attempt in 0..2 {
+        for raw in std::mem::take(&mut batch) {
+            match remote::verify_pdu(s, room_id, raw.clone()).await {
+                Ok((id, obj)) => {
+                    if let Ok(p) = Pdu::from_canonical(id.clone(), Some(room_id), obj)
+                        && p.room_id == room_id
+                    {
+                        pdus.insert(id, p);
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(attempt, "auth event refused: {e}");
+                    refused.push(raw);
                 }
             }
-            Err(e) => tracing::info!("auth event refused: {e}"),
         }
+        if refused.is_empty() {
+            break;
+        }
+        batch = std::mem::take(&mut refused);
     }
     let ids: Vec<String> = pdus.keys().map(|i| i.to_string()).collect();
     let known = s.db.known_event_ids(&ids).await?;
@@ -255,6 +267,12 @@ pub async fn store_auth_chain(
             continue;
         };
         let auth = auth_events_of(s, rules, &pdu).await?;
+        if auth.len() < pdu.auth_events.len() {
+            // An auth event could not be had (refused above, or never sent): the event can be
+            // judged later, when it is there, so it is not stored as rejected now.
+            tracing::info!(event_id = %pdu.event_id, "auth event missing; not stored");
+            continue;
+        }
         if let Err(why) = check_against_auth_events(rules, &pdu, &auth) {
             tracing::info!(event_id = %pdu.event_id, %why, "auth event rejected");
             pdu.rejected = true;

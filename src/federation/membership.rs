@@ -201,6 +201,24 @@ async fn finish_remote_join(
         })
         .collect();
     incoming::store_auth_chain(s, &rules, room_id, all).await?;
+    // State events that could not be stored (a check that failed for a passing reason, or an
+    // auth event missing from the chain) are asked for one by one, once.
+    let stored = s.db.known_event_ids(&state_ids).await?;
+    let missing: Vec<&String> = state_ids
+        .iter()
+        .filter(|id| !stored.contains(*id))
+        .collect();
+    if !missing.is_empty() {
+        tracing::info!(count = missing.len(), %server, "state from send_join incomplete; fetching the rest");
+        let mut fetched = Vec::new();
+        for id in missing {
+            match remote::fetch_event(s, server, id).await {
+                Ok(o) => fetched.push(o),
+                Err(e) => tracing::info!(event_id = %id, "fetching a state event failed: {e}"),
+            }
+        }
+        incoming::store_auth_chain(s, &rules, room_id, fetched).await?;
+    }
 
     let mut state = StateMap::new();
     for p in s.db.get_pdus(&state_ids).await? {
