@@ -48,6 +48,7 @@ impl Services {
                 .map_err(Error::internal)?,
         );
         let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
+        db.spawn_checkpointer();
         let notifier = Arc::new(Notifier::new(db.stream_position()));
         let federation = crate::federation::service::start(&config, &db, key.clone())?;
         let writer = EventWriter::start(

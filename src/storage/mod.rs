@@ -99,6 +99,9 @@ pub enum StreamKind {
 
 const STREAM_KINDS: usize = 8;
 
+/// How often the SQLite WAL is checkpointed in the background (when anything was written).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
 impl Db {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         install_default_drivers();
@@ -129,7 +132,24 @@ impl Db {
                             })
                         })
                 };
-                let writer = opts().max_connections(1).connect(&url).await?;
+                // The writer never checkpoints on commit: a background task does it (see
+                // `spawn_checkpointer`), so a commit never waits for the WAL to be copied back.
+                let writer = opts()
+                    .max_connections(1)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::raw_sql(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = OFF; \
+                                 PRAGMA cache_size = -4000; PRAGMA wal_autocheckpoint = 0;",
+                            )
+                            .execute(conn)
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?;
                 let pool = opts()
                     .max_connections(max_connections.max(2))
                     .connect(&url)
@@ -224,6 +244,29 @@ impl Db {
             inner: self.inner.clone(),
             _guard: guard,
         })
+    }
+
+    /// SQLite: copies the WAL back into the database file in the background (the writer
+    /// connection does not checkpoint on commit). A passive checkpoint waits for nobody; the
+    /// WAL starts over once one has copied everything.
+    pub fn spawn_checkpointer(&self) {
+        if self.dialect != Dialect::Sqlite {
+            return;
+        }
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .fetch_optional(&pool)
+                    .await
+                {
+                    tracing::warn!("WAL checkpoint failed: {e}");
+                }
+            }
+        });
     }
 
     async fn max_stream_position(&self) -> Result<i64> {

@@ -20,6 +20,7 @@ backend_tests!(
     members_and_membership_filter,
     joined_members,
     members_of_non_member_is_forbidden,
+    members_at_a_token_and_after_leaving,
 );
 
 async fn membership_of(c: &Client, room: &str, user: &str) -> Value {
@@ -367,4 +368,46 @@ async fn members_of_non_member_is_forbidden(b: Backend) {
     eve.get(&format!("{V3}/rooms/{}/joined_members", enc(&room)))
         .await
         .expect_err(403, "M_FORBIDDEN");
+}
+
+fn member_ids(body: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = arr(&body["chunk"])
+        .iter()
+        .filter(|e| e["content"]["membership"] == "join")
+        .filter_map(|e| e["state_key"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn members_at_a_token_and_after_leaving(b: Backend) {
+    let server = start(b).await;
+    let (alice, bob, room) = public_room_with_two(&server).await;
+    let carol = server.register("carol").await;
+    let token = alice.sync_token().await;
+    carol.join(&room).await;
+    let path = format!("{V3}/rooms/{}/members", enc(&room));
+    let mut two = vec![alice.user_id.clone(), bob.user_id.clone()];
+    two.sort();
+    let mut three = [two.clone(), vec![carol.user_id.clone()]].concat();
+    three.sort();
+    assert_eq!(member_ids(&alice.get(&path).await.ok()), three);
+    let at = alice.get(&format!("{path}?at={}", enc(&token))).await.ok();
+    assert_eq!(member_ids(&at), two, "members at the token: {at}");
+    // Bob leaves; carol's later leave is not shown to him.
+    bob.leave(&room).await.ok();
+    carol.leave(&room).await.ok();
+    let seen_by_bob = member_ids(&bob.get(&path).await.ok());
+    assert!(
+        seen_by_bob.contains(&carol.user_id),
+        "a former member sees the members as they were when they left: {seen_by_bob:?}"
+    );
+    assert_eq!(
+        member_ids(&alice.get(&path).await.ok()),
+        vec![alice.user_id.clone()]
+    );
+    alice
+        .get(&format!("{path}?at=garbage"))
+        .await
+        .expect_err(400, "M_INVALID_PARAM");
 }
