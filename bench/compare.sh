@@ -136,6 +136,8 @@ metrics = [
     ("RSS before MB", "memory.before.rss_mb", False),
     ("RSS after MB", "memory.after.rss_mb", False),
     ("peak RSS MB", "memory.after.hwm_mb", False),
+    ("RssAnon before MB", "memory.before.anon_mb", False),
+    ("RssAnon after MB", "memory.after.anon_mb", False),
     ("429s", "rate_limited_429", None),
     ("send errors", "send.errors", None),
     ("send->sync missed", "send_sync.missed", None),

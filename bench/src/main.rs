@@ -133,6 +133,9 @@ fn mem_json(pid: Option<u32>) -> Value {
         Some(p) => json!({
             "rss_mb": proc_mem_mb(p, "VmRSS").map_or(Value::Null, r3),
             "hwm_mb": proc_mem_mb(p, "VmHWM").map_or(Value::Null, r3),
+            // VmRSS counts the binary's mapped code too, which depends on the page cache
+            // (a freshly written binary maps in larger pieces); RssAnon is the heap alone.
+            "anon_mb": proc_mem_mb(p, "RssAnon").map_or(Value::Null, r3),
         }),
         None => Value::Null,
     }
@@ -315,6 +318,7 @@ fn print_table(o: &Value) {
     if m["before"].is_object() {
         row("RSS before MB", fmt_ms(&m["before"]["rss_mb"]));
         row("RSS after MB", fmt_ms(&m["after"]["rss_mb"]));
+        row("RssAnon before / after MB", format!("{} / {}", fmt_ms(&m["before"]["anon_mb"]), fmt_ms(&m["after"]["anon_mb"])));
         row("peak RSS (VmHWM) MB", fmt_ms(&m["after"]["hwm_mb"]));
     }
     row("429 responses (retried)", o["rate_limited_429"].to_string());
