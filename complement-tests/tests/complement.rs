@@ -145,6 +145,8 @@ mod remote_media;
 mod room_keys;
 #[path = "complement/sdk.rs"]
 mod sdk;
+#[path = "complement/search.rs"]
+mod search;
 #[path = "complement/send.rs"]
 mod send;
 #[path = "complement/state.rs"]

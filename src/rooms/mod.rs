@@ -9,6 +9,7 @@ pub mod pdu;
 pub mod receipts;
 pub mod redaction;
 pub mod relations;
+pub mod search;
 pub mod visibility;
 pub mod writer;
 

@@ -41,6 +41,7 @@ pub mod pushers;
 pub mod receipts;
 pub mod room_keys;
 pub mod rooms;
+pub mod search;
 pub mod state;
 pub mod sync;
 pub mod users;

@@ -20,6 +20,7 @@ pub mod receipts;
 pub mod relations;
 pub mod room_keys;
 pub mod rooms;
+pub mod search;
 pub mod sync;
 pub mod typing;
 
@@ -47,6 +48,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = relations::routes(r);
     let r = room_keys::routes(r);
     let r = rooms::routes(r);
+    let r = search::routes(r);
     let r = membership::routes(r);
     let r = notifications::routes(r);
     let r = openid::routes(r);
