@@ -135,6 +135,7 @@ impl Db {
                 };
                 // The writer never checkpoints on commit: a background task does it (see
                 // `spawn_checkpointer`), so a commit never waits for the WAL to be copied back.
+                // After a burst the WAL file is cut back to 64 MiB when it starts over.
                 let writer = opts()
                     .max_connections(1)
                     .after_connect(|conn, _| {
@@ -142,7 +143,8 @@ impl Db {
                             sqlx::raw_sql(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                                  PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = OFF; \
-                                 PRAGMA cache_size = -4000; PRAGMA wal_autocheckpoint = 0;",
+                                 PRAGMA cache_size = -4000; PRAGMA wal_autocheckpoint = 0; \
+                                 PRAGMA journal_size_limit = 67108864;",
                             )
                             .execute(conn)
                             .await?;
