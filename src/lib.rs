@@ -5,6 +5,7 @@ pub mod config;
 pub mod e2ee;
 pub mod error;
 pub mod federation;
+pub mod json;
 pub mod media;
 pub mod push;
 pub mod rooms;

@@ -306,14 +306,5 @@ async fn post(s: &Services, url: &str, body: &Value) -> std::result::Result<Vec<
         return Err(Failure::Permanent(format!("HTTP {status}")));
     }
     let answer: Value = resp.json().await.unwrap_or_else(|_| json!({}));
-    Ok(answer
-        .get("rejected")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(crate::json::string_list(answer.get("rejected")))
 }

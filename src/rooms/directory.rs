@@ -381,17 +381,11 @@ async fn load_entry(s: &Services, room_id: String, members: i64) -> Result<Entry
             .filter(|v| !v.is_empty())
             .map(str::to_owned)
     };
-    let alt_aliases = content
-        .get("m.room.canonical_alias")
-        .and_then(|c| c.get("alt_aliases"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let alt_aliases = crate::json::string_list(
+        content
+            .get("m.room.canonical_alias")
+            .and_then(|c| c.get("alt_aliases")),
+    );
     Ok(Entry {
         members,
         name: field("m.room.name", "name"),

@@ -492,16 +492,7 @@ fn ordered_children(state: &[Value]) -> Vec<(String, Vec<String>)> {
                 .get("origin_server_ts")
                 .and_then(Value::as_i64)
                 .unwrap_or(i64::MAX);
-            let via = content
-                .get("via")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let via = crate::json::string_list(content.get("via"));
             Some((order, ts, id, via))
         })
         .collect();

@@ -17,19 +17,8 @@ impl Db {
         after: i64,
         limit: i64,
     ) -> Result<Vec<Pdu>> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2
-             AND sender <> $3 AND outlier = 0 AND rejected = 0 AND redacted_by IS NULL
-             ORDER BY stream_ordering DESC LIMIT $4"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(room_id)
-            .bind(after)
-            .bind(user_id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(pdu_from_row).collect()
+        self.notification_candidates_between(room_id, user_id, after, i64::MAX, limit)
+            .await
     }
 }
 
