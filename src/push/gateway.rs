@@ -37,14 +37,37 @@ pub fn client(s: &crate::config::Config) -> Result<reqwest::Client> {
         .map_err(Error::internal)
 }
 
-/// Starts the task that follows the event stream from the current position on.
+/// Where the sender's position is kept across restarts.
+const POSITION: &str = "push_sender_position";
+/// After a restart, at most this many events are caught up on.
+const MAX_CATCH_UP: i64 = 10_000;
+/// Events older than this are not pushed (catching up after a long stop).
+const MAX_AGE_MS: i64 = 24 * 3600 * 1000;
+
+/// Starts the task that follows the event stream, from where it got to before a restart.
 pub fn spawn(s: AppState) {
     tokio::spawn(async move {
         let mut tick = s.notifier.subscribe();
-        let mut pos = s.db.stream_position();
-        while tick.changed().await.is_ok() {
+        let now = s.db.stream_position();
+        let mut pos = match s.db.server_value(POSITION).await {
+            Ok(Some(p)) => p.clamp(now - MAX_CATCH_UP, now),
+            Ok(None) => now,
+            Err(e) => {
+                tracing::warn!("push: reading the sender position failed: {e}");
+                now
+            }
+        };
+        let mut saved = Saved {
+            pos,
+            at: std::time::Instant::now(),
+        };
+        // Catch up first (the loop below runs on the first pass without waiting).
+        let mut first = true;
+        while first || tick.changed().await.is_ok() {
+            first = false;
             if s.pushers.is_empty() {
                 pos = s.db.stream_position();
+                save(&s, &mut saved, pos).await;
                 continue;
             }
             loop {
@@ -56,18 +79,49 @@ pub fn spawn(s: AppState) {
                     }
                 };
                 let n = events.len() as i64;
+                let oldest = crate::storage::now_ms() - MAX_AGE_MS;
                 for pdu in events {
                     pos = pos.max(pdu.stream_ordering);
+                    if i64::from(pdu.origin_server_ts.get()) < oldest {
+                        continue;
+                    }
                     if let Err(e) = event_written(&s, &pdu).await {
                         tracing::warn!(event_id = %pdu.event_id, "push: {e}");
                     }
                 }
+                save(&s, &mut saved, pos).await;
                 if n < BATCH {
                     break;
                 }
             }
         }
     });
+}
+
+/// The position last stored, and when.
+struct Saved {
+    pos: i64,
+    at: std::time::Instant,
+}
+
+/// How often the position is stored at most: a stop loses (and a restart pushes again) at
+/// most this much.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Stores the sender's position when it moved, at most every [`SAVE_EVERY`].
+async fn save(s: &Services, saved: &mut Saved, pos: i64) {
+    if pos == saved.pos || saved.at.elapsed() < SAVE_EVERY {
+        return;
+    }
+    match s.db.set_server_value(POSITION, pos).await {
+        Ok(()) => {
+            *saved = Saved {
+                pos,
+                at: std::time::Instant::now(),
+            }
+        }
+        Err(e) => tracing::warn!("push: saving the sender position failed: {e}"),
+    }
 }
 
 /// Works out who a new event notifies and hands each notification to a delivery task.

@@ -31,6 +31,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_room_keys"),
     migration!(6, "0006_pushers"),
     migration!(7, "0007_event_tables"),
+    migration!(8, "0008_server_state"),
 ];
 
 pub async fn run(db: &Db) -> Result<()> {

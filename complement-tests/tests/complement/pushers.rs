@@ -12,6 +12,7 @@ backend_tests!(
     event_id_only_format_leaves_out_content,
     rejected_pushkey_removes_the_pusher,
     notifications_list_pages_and_read_state,
+    pushers_survive_a_kill_and_keep_pushing,
 );
 
 const SET: &str = "/_matrix/client/v3/pushers/set";
@@ -337,4 +338,33 @@ async fn notifications_list_pages_and_read_state(b: Backend) {
     bob.get(&format!("{NOTIFS}?from=nonsense"))
         .await
         .expect_err(400, "M_INVALID_PARAM");
+}
+
+async fn pushers_survive_a_kill_and_keep_pushing(b: Backend) {
+    let mut server = start(b).await;
+    let gateway = FakePushGateway::start().await;
+    let (alice, bob, room) = room_with_pusher(&server, &gateway, None).await;
+    let before = alice.send_text(&room, "before the kill").await;
+    gateway
+        .wait_for(Duration::from_secs(20), |n| {
+            n["notification"]["event_id"] == before.as_str()
+        })
+        .await;
+    server.kill9();
+    server.start_again().await;
+    assert_eq!(pushers_of(&bob).await.len(), 1, "the pusher is stored");
+    let after = alice.send_text(&room, "after the restart").await;
+    gateway
+        .wait_for(Duration::from_secs(20), |n| {
+            n["notification"]["event_id"] == after.as_str()
+        })
+        .await;
+    let count = |id: &str| {
+        gateway
+            .received()
+            .iter()
+            .filter(|n| n["notification"]["event_id"] == id)
+            .count()
+    };
+    assert_eq!(count(&after), 1);
 }
