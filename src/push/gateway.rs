@@ -7,13 +7,13 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use ruma::{RoomId, UserId, push::Action};
+use ruma::{UserId, push::Action};
 use serde_json::{Map, Value, json};
 
 use crate::{
     error::{Error, Result},
     push::Evaluator,
-    rooms::Pdu,
+    rooms::{Pdu, current_state_content},
     services::{AppState, Services},
     storage::pushers::PusherRow,
 };
@@ -137,6 +137,7 @@ async fn event_written(s: &AppState, pdu: &Pdu) -> Result<()> {
         return Ok(());
     }
     let client_event = pdu.to_client(None);
+    let mut details: Option<Details> = None;
     for user in candidates {
         let Ok(user_id) = UserId::parse(user.as_str()) else {
             continue;
@@ -157,9 +158,12 @@ async fn event_written(s: &AppState, pdu: &Pdu) -> Result<()> {
             continue;
         }
         let unread = badge_count(s, &user).await.unwrap_or(0);
-        let details = event_details(s, pdu, &user_id).await?;
+        let details = match &mut details {
+            Some(d) => d,
+            None => details.insert(event_details(s, pdu).await?),
+        };
         for pusher in pushers {
-            let body = notification(pdu, &client_event, &details, &actions, unread, &pusher);
+            let body = notification(pdu, &client_event, details, &actions, unread, &pusher);
             let Some(url) = pusher_url(&pusher) else {
                 continue;
             };
@@ -176,33 +180,21 @@ struct Details {
     room_alias: Option<String>,
 }
 
-async fn state_content(s: &Services, room_id: &RoomId, kind: &str, key: &str) -> Option<Value> {
-    let id =
-        s.db.current_state_event_id(room_id.as_str(), kind, key)
-            .await
-            .ok()??;
-    let pdu = s.db.get_pdu(&id).await.ok()??;
-    Some(pdu.content_value())
-}
-
-async fn event_details(s: &Services, pdu: &Pdu, _user: &UserId) -> Result<Details> {
-    let str_of = |v: Option<Value>, key: &str| {
+/// The room's current name and alias and the sender's display name (the same for everyone
+/// the event notifies).
+async fn event_details(s: &Services, pdu: &Pdu) -> Result<Details> {
+    let room = pdu.room_id.as_str();
+    let field = |v: Option<Value>, key: &str| {
         v.and_then(|c| c.get(key).and_then(Value::as_str).map(str::to_owned))
             .filter(|n| !n.is_empty())
     };
+    let member = current_state_content(&s.db, room, "m.room.member", pdu.sender.as_str()).await?;
+    let name = current_state_content(&s.db, room, "m.room.name", "").await?;
+    let alias = current_state_content(&s.db, room, "m.room.canonical_alias", "").await?;
     Ok(Details {
-        sender_display_name: str_of(
-            state_content(s, &pdu.room_id, "m.room.member", pdu.sender.as_str()).await,
-            "displayname",
-        ),
-        room_name: str_of(
-            state_content(s, &pdu.room_id, "m.room.name", "").await,
-            "name",
-        ),
-        room_alias: str_of(
-            state_content(s, &pdu.room_id, "m.room.canonical_alias", "").await,
-            "alias",
-        ),
+        sender_display_name: field(member, "displayname"),
+        room_name: field(name, "name"),
+        room_alias: field(alias, "alias"),
     })
 }
 

@@ -233,3 +233,64 @@ pub async fn set_membership(
     )
     .await
 }
+
+/// What `GET /members` asks for.
+pub struct MembersQuery {
+    /// A stream position (from a pagination or sync token): the members just before it.
+    pub at: Option<i64>,
+    pub membership: Option<String>,
+    pub not_membership: Option<String>,
+}
+
+/// The member events of a room that `user_id` (allowed to read it) gets: at `at` if given,
+/// and for a former member as they were when they left; filtered by membership.
+pub async fn members(
+    s: &Services,
+    room_id: &str,
+    user_id: &str,
+    q: &MembersQuery,
+) -> Result<Vec<Pdu>> {
+    let wanted = |membership: &str| {
+        q.membership.as_deref().is_none_or(|f| membership == f)
+            && q.not_membership.as_deref().is_none_or(|f| membership != f)
+    };
+    let mut at = q.at.map(|pos| pos - 1);
+    if let Some(own) = s.db.membership(room_id, user_id).await?
+        && own.membership != "join"
+    {
+        at = Some(at.map_or(own.stream_ordering, |p| p.min(own.stream_ordering)));
+    }
+    let current = s.db.room_members(room_id).await?;
+    match at {
+        Some(pos) if current.iter().any(|m| m.stream_ordering > pos) => {
+            let Some(snapshot) = s.db.snapshot_at_stream(room_id, pos).await? else {
+                return Ok(Vec::new());
+            };
+            let snapshot = s.db.load_snapshot(snapshot).await?;
+            let ids: Vec<String> = snapshot
+                .map
+                .iter()
+                .filter(|((kind, _), _)| kind == "m.room.member")
+                .map(|(_, id)| id.clone())
+                .collect();
+            let pdus = s.db.get_pdus(&ids).await?;
+            Ok(pdus
+                .into_iter()
+                .filter(|p| {
+                    p.content_value()
+                        .get("membership")
+                        .and_then(Value::as_str)
+                        .is_some_and(wanted)
+                })
+                .collect())
+        }
+        _ => {
+            let ids: Vec<String> = current
+                .iter()
+                .filter(|m| wanted(&m.membership))
+                .map(|m| m.event_id.clone())
+                .collect();
+            s.db.get_pdus(&ids).await
+        }
+    }
+}

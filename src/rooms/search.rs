@@ -81,13 +81,8 @@ fn text_of(pdu: &Pdu, keys: &[SearchKey]) -> String {
     let content = pdu.content_value();
     keys.iter()
         .filter_map(|k| {
-            let field = match k {
-                SearchKey::Body => "body",
-                SearchKey::Name => "name",
-                SearchKey::Topic => "topic",
-            };
             content
-                .get(field)
+                .get(k.field())
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         })
@@ -211,11 +206,11 @@ pub async fn search(
         (page, next)
     };
 
-    let context = obj(&Value::Object(criteria.clone()), "event_context").cloned();
+    let context = criteria.get("event_context").and_then(Value::as_object);
     let mut results = Vec::with_capacity(page.len());
     for (rank, pdu) in &page {
         let mut result = json!({"rank": rank, "result": pdu.to_client(None)});
-        if let Some(c) = &context {
+        if let Some(c) = context {
             result["context"] = event_context(s, user_id, pdu, c).await?;
         }
         results.push(result);
@@ -243,7 +238,7 @@ pub async fn search(
         }
         out["state"] = Value::Object(state);
     }
-    if let Some(groupings) = obj(&Value::Object(criteria.clone()), "groupings") {
+    if let Some(groupings) = criteria.get("groupings").and_then(Value::as_object) {
         out["groups"] = groups(groupings, &page);
     }
     Ok(json!({"search_categories": {"room_events": out}}))

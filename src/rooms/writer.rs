@@ -367,7 +367,7 @@ async fn write_batch(
     }
     let t_rows = t0.elapsed();
     Db::insert_events(&mut w.tx, db.dialect, &rows).await?;
-    Db::apply_extremities(&mut w.tx, &extremities).await?;
+    Db::apply_extremities(&mut w.tx, db.dialect, &extremities).await?;
     let t_insert = t0.elapsed();
     w.commit().await?;
     tracing::trace!(

@@ -234,7 +234,11 @@ impl Db {
     }
 
     /// Applies the net change of forward extremities a batch of events made.
-    pub async fn apply_extremities(tx: &mut Tx<'_>, changes: &ExtremityChanges) -> Result<()> {
+    pub async fn apply_extremities(
+        tx: &mut Tx<'_>,
+        dialect: super::Dialect,
+        changes: &ExtremityChanges,
+    ) -> Result<()> {
         for (room_id, (removed, added)) in &changes.rooms {
             let mut removed: Vec<&String> = removed.iter().collect();
             let mut added: Vec<&String> = added.iter().collect();
@@ -268,9 +272,10 @@ impl Db {
                 .iter()
                 .map(|e| (room_id.as_str(), e.as_str()))
                 .collect();
-            insert_pairs(
+            insert_json_pairs(
                 tx,
-                "INSERT INTO forward_extremities (room_id, event_id) VALUES",
+                dialect,
+                "INSERT INTO forward_extremities (room_id, event_id)",
                 &pairs,
             )
             .await?;
@@ -703,45 +708,6 @@ impl ExtremityChanges {
             added.push(pdu.event_id.to_string());
         }
     }
-}
-
-/// Splits rows into chunks of 32, 16, 8, 4, 2 and 1, so multi-row statements come in a few
-/// shapes that stay in the statement cache.
-fn shaped_chunks<T>(rows: &[T]) -> Vec<&[T]> {
-    let mut out = Vec::new();
-    let mut rest = rows;
-    for size in [32, 16, 8, 4, 2, 1] {
-        while rest.len() >= size {
-            let (head, tail) = rest.split_at(size);
-            out.push(head);
-            rest = tail;
-        }
-    }
-    out
-}
-
-/// `($1, $2), ($3, $4), …` for `rows` rows of `cols` parameters.
-fn values_list(rows: usize, cols: usize) -> String {
-    (0..rows)
-        .map(|r| format!("({})", placeholders(1 + r * cols, cols)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Inserts two-column rows (`prefix` ends in `VALUES`), ignoring ones already there.
-async fn insert_pairs(tx: &mut Tx<'_>, prefix: &str, pairs: &[(&str, &str)]) -> Result<()> {
-    for chunk in shaped_chunks(pairs) {
-        let sql = format!(
-            "{prefix} {} ON CONFLICT DO NOTHING",
-            values_list(chunk.len(), 2)
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (a, b) in chunk {
-            q = q.bind(*a).bind(*b);
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 /// Inserts (a, b) text pairs as one JSON array in one statement (duplicates are skipped).

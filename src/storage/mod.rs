@@ -42,6 +42,7 @@ pub mod receipts;
 pub mod room_keys;
 pub mod rooms;
 pub mod search;
+pub mod server_state;
 pub mod state;
 pub mod sync;
 pub mod users;

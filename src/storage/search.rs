@@ -33,7 +33,8 @@ impl SearchKey {
         }
     }
 
-    fn field(self) -> &'static str {
+    /// The content field searched.
+    pub fn field(self) -> &'static str {
         match self {
             SearchKey::Body => "body",
             SearchKey::Name => "name",

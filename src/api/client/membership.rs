@@ -243,61 +243,20 @@ async fn members(
     if !can_read_room(&s.db, room_id, a.user_id.as_str()).await? {
         return Err(Error::forbidden("You are not in this room"));
     }
-    let membership_filter = req.body.membership.as_ref().map(|m| m.to_string());
-    let not_membership = req.body.not_membership.as_ref().map(|m| m.to_string());
-    let wanted = |membership: &str| {
-        membership_filter.as_deref().is_none_or(|f| membership == f)
-            && not_membership.as_deref().is_none_or(|f| membership != f)
-    };
-    // `at` (a pagination or sync token) asks for the members at that point; a former member
-    // sees them as they were when they left.
-    let mut at = req
+    let at = req
         .body
         .at
         .as_deref()
         .map(crate::sync::token::parse_position)
-        .transpose()?
-        .map(|pos| pos - 1);
-    if let Some(own) = s.db.membership(room_id, a.user_id.as_str()).await?
-        && own.membership != "join"
-    {
-        at = Some(at.map_or(own.stream_ordering, |p| p.min(own.stream_ordering)));
-    }
-    let current = s.db.room_members(room_id).await?;
-    let ids: Vec<String> = match at {
-        Some(pos) if current.iter().any(|m| m.stream_ordering > pos) => {
-            let Some(snapshot) = s.db.snapshot_at_stream(room_id, pos).await? else {
-                return Ok(Json(json!({"chunk": []})));
-            };
-            let snapshot = s.db.load_snapshot(snapshot).await?;
-            let member_ids: Vec<String> = snapshot
-                .map
-                .iter()
-                .filter(|((kind, _), _)| kind == "m.room.member")
-                .map(|(_, id)| id.clone())
-                .collect();
-            let pdus = s.db.get_pdus(&member_ids).await?;
-            let chunk: Vec<_> = pdus
-                .iter()
-                .filter(|p| {
-                    p.content_value()
-                        .get("membership")
-                        .and_then(Value::as_str)
-                        .is_some_and(wanted)
-                })
-                .map(|p| p.to_client(None))
-                .collect();
-            return Ok(Json(json!({ "chunk": chunk })));
-        }
-        _ => current
-            .iter()
-            .filter(|m| wanted(&m.membership))
-            .map(|m| m.event_id.clone())
-            .collect(),
+        .transpose()?;
+    let query = membership::MembersQuery {
+        at,
+        membership: req.body.membership.as_ref().map(|m| m.to_string()),
+        not_membership: req.body.not_membership.as_ref().map(|m| m.to_string()),
     };
-    let pdus = s.db.get_pdus(&ids).await?;
+    let events = membership::members(&s, room_id, a.user_id.as_str(), &query).await?;
     Ok(Json(
-        json!({"chunk": pdus.iter().map(|p| p.to_client(None)).collect::<Vec<_>>()}),
+        json!({"chunk": events.iter().map(|p| p.to_client(None)).collect::<Vec<_>>()}),
     ))
 }
 
