@@ -7,7 +7,7 @@ use ruma::{
         context::get_context,
         message::{get_message_events, send_message_event},
         redact::redact_event,
-        room::{create_room, get_room_event},
+        room::{create_room, get_room_event, upgrade_room},
         state::{get_state_event_for_key, get_state_events, send_state_event},
     },
 };
@@ -36,7 +36,24 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route::<get_room_event::v3::Request, _, _>(r, get_event);
     let r = route::<redact_event::v3::Request, _, _>(r, redact);
     let r = route::<get_message_events::v3::Request, _, _>(r, messages);
+    let r = route::<upgrade_room::v3::Request, _, _>(r, upgrade);
     route::<get_context::v3::Request, _, _>(r, context)
+}
+
+async fn upgrade(State(s): State<AppState>, req: Ruma<upgrade_room::v3::Request>) -> JsonResult {
+    let a = req.user()?.clone();
+    let body = req.body;
+    let replacement = rooms::upgrade::upgrade_room(
+        &s,
+        &a.user_id,
+        rooms::upgrade::Upgrade {
+            room_id: body.room_id,
+            new_version: body.new_version.to_string(),
+            additional_creators: body.additional_creators,
+        },
+    )
+    .await?;
+    Ok(Json(json!({"replacement_room": replacement})))
 }
 
 /// The caller must be joined to send or change state.
