@@ -8,6 +8,7 @@ pub mod federation;
 pub mod json;
 pub mod media;
 pub mod push;
+pub mod reports;
 pub mod rooms;
 pub mod server;
 pub mod services;

@@ -32,6 +32,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_pushers"),
     migration!(7, "0007_event_tables"),
     migration!(8, "0008_server_state"),
+    migration!(9, "0009_reports"),
 ];
 
 pub async fn run(db: &Db) -> Result<()> {

@@ -39,6 +39,7 @@ pub mod profile;
 pub mod push_rules;
 pub mod pushers;
 pub mod receipts;
+pub mod reports;
 pub mod room_keys;
 pub mod rooms;
 pub mod search;

@@ -18,6 +18,7 @@ pub mod push_rules;
 pub mod pushers;
 pub mod receipts;
 pub mod relations;
+pub mod reports;
 pub mod room_keys;
 pub mod rooms;
 pub mod search;
@@ -46,6 +47,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = pushers::routes(r);
     let r = receipts::routes(r);
     let r = relations::routes(r);
+    let r = reports::routes(r);
     let r = room_keys::routes(r);
     let r = rooms::routes(r);
     let r = search::routes(r);
