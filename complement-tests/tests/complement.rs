@@ -141,6 +141,8 @@ mod registration;
 mod relations;
 #[path = "complement/remote_media.rs"]
 mod remote_media;
+#[path = "complement/reports.rs"]
+mod reports;
 #[path = "complement/room_keys.rs"]
 mod room_keys;
 #[path = "complement/sdk.rs"]
@@ -155,3 +157,5 @@ mod state;
 mod sync;
 #[path = "complement/typing.rs"]
 mod typing;
+#[path = "complement/upgrades.rs"]
+mod upgrades;

@@ -8,8 +8,8 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId,
     RoomVersionId, ServerName, UserId,
     api::federation::membership::{
-        RawStrippedState, create_invite, create_join_event, create_leave_event, prepare_join_event,
-        prepare_leave_event,
+        RawStrippedState, create_invite, create_join_event, create_knock_event, create_leave_event,
+        prepare_join_event, prepare_knock_event, prepare_leave_event,
     },
 };
 use serde_json::{Value, json, value::RawValue};
@@ -337,6 +337,100 @@ pub async fn remote_leave(
         let pdu = Pdu::from_canonical(event_id, Some(room_id), signed)?;
         record_out_of_room_membership(s, &pdu, "leave").await?;
         return Ok(());
+    }
+    Err(last_err)
+}
+
+/// Knocks on a room on another server (`make_knock`/`send_knock` through `servers`). The room's
+/// public state that comes back is kept, so that the user's client can show what they knocked
+/// on, and the knock is recorded as the user's membership here.
+pub async fn remote_knock(
+    s: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    servers: &[OwnedServerName],
+    content: serde_json::Map<String, Value>,
+) -> Result<Pdu> {
+    let fed = s.federation()?;
+    let mut last_err = Error::not_found("No server could be asked to knock on this room");
+    for server in servers {
+        if *server == s.config.server_name {
+            continue;
+        }
+        let mut req = prepare_knock_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+        req.ver = supported_versions();
+        let made = match fed.client.send(server, req).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::info!(%room_id, %server, "make_knock failed: {e}");
+                last_err = match e.errcode() {
+                    Some("M_FORBIDDEN") => Error::forbidden(format!("{server}: {e}")),
+                    Some("M_INCOMPATIBLE_ROOM_VERSION") | Some("M_UNSUPPORTED_ROOM_VERSION") => {
+                        Error::new(
+                            axum::http::StatusCode::BAD_REQUEST,
+                            "M_INCOMPATIBLE_ROOM_VERSION",
+                            format!("{server}: {e}"),
+                        )
+                    }
+                    _ => remote_err(server, e),
+                };
+                continue;
+            }
+        };
+        let version = made.room_version;
+        if !SUPPORTED_ROOM_VERSIONS.contains(&version.as_str()) {
+            return Err(Error::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "M_INCOMPATIBLE_ROOM_VERSION",
+                format!("room version {version} is not supported here"),
+            ));
+        }
+        let template = parse_obj(&made.event)?;
+        let (event_id, signed) = sign_template(s, &version, template, user, &content)?;
+        {
+            let mut tx = s.db.begin().await?;
+            crate::storage::Db::insert_room(&mut tx, room_id.as_str(), version.as_str(), "")
+                .await?;
+            tx.commit().await?;
+        }
+        let req = create_knock_event::v1::Request::new(
+            room_id.to_owned(),
+            event_id.clone(),
+            raw(&signed)?,
+        );
+        let resp = match fed.client.send(server, req).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(%room_id, %server, "send_knock failed: {e}");
+                last_err = match e.errcode() {
+                    Some("M_FORBIDDEN") => Error::forbidden(format!("{server}: {e}")),
+                    _ => remote_err(server, e),
+                };
+                continue;
+            }
+        };
+        let pdu = Pdu::from_canonical(event_id, Some(room_id), signed)?;
+        let mut stripped: Vec<Value> = resp
+            .knock_room_state
+            .iter()
+            .filter_map(stripped_of)
+            .collect();
+        stripped.push(pdu.to_stripped());
+        let text = serde_json::to_string(&stripped)?;
+        {
+            let mut tx = s.db.begin().await?;
+            crate::storage::Db::store_invite_state(
+                &mut tx,
+                room_id.as_str(),
+                user.as_str(),
+                pdu.event_id.as_str(),
+                &text,
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        record_out_of_room_membership(s, &pdu, "knock").await?;
+        return Ok(pdu);
     }
     Err(last_err)
 }

@@ -102,6 +102,59 @@ pub async fn join_via(
     .await
 }
 
+/// Knocks on a room: asks to be let in (join rule `knock` or `knock_restricted`). A room this
+/// server is not in is knocked on over federation through `via` (and the servers the room id
+/// names).
+pub async fn knock(
+    s: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    reason: Option<&str>,
+    via: &[ruma::OwnedServerName],
+) -> Result<Pdu> {
+    if let Some(m) = s.db.membership(room_id.as_str(), user.as_str()).await? {
+        match m.membership.as_str() {
+            "join" => return Err(Error::forbidden("You are already in the room")),
+            "invite" => {
+                return Err(Error::forbidden(
+                    "You are invited to the room already: join it",
+                ));
+            }
+            "ban" => return Err(Error::forbidden("You are banned from the room")),
+            "knock" => {
+                if let Some(p) = s.db.get_pdu(&m.event_id).await? {
+                    return Ok(p);
+                }
+            }
+            _ => {}
+        }
+    }
+    let content = with_profile(s, user, member_content("knock", reason)).await?;
+    let room = room_id.to_owned();
+    if crate::federation::membership::needs_remote_join(s, &room).await? {
+        let servers =
+            crate::federation::membership::candidate_servers(s, room_id, user, via).await?;
+        if servers.is_empty() {
+            return Err(Error::not_found(
+                "No server could be asked to knock on this room",
+            ));
+        }
+        return crate::federation::membership::remote_knock(s, room_id, user, &servers, content)
+            .await;
+    }
+    if s.db.room_version(room_id.as_str()).await?.is_none() {
+        return Err(Error::not_found("This server does not know the room"));
+    }
+    send_event(
+        s,
+        room_id,
+        user,
+        NewEvent::state("m.room.member", user.as_str(), Value::Object(content)),
+        None,
+    )
+    .await
+}
+
 async fn restricted_authoriser(
     s: &Services,
     room_id: &RoomId,

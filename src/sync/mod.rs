@@ -130,7 +130,18 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool, Vec<St
         empty = false;
         invite.insert(
             room_id.clone(),
-            json!({"invite_state": {"events": invite_state(s, &room_id, &event_id).await?}}),
+            json!({"invite_state": {"events": invite_state(s, &room_id, &req.user_id, &event_id).await?}}),
+        );
+    }
+    let mut knock = Map::new();
+    for (room_id, at, event_id) in with("knock") {
+        if (!initial && at <= since_stream) || at > until || !f.rooms.allows_room(&room_id) {
+            continue;
+        }
+        empty = false;
+        knock.insert(
+            room_id.clone(),
+            json!({"knock_state": {"events": invite_state(s, &room_id, &req.user_id, &event_id).await?}}),
         );
     }
     if !initial || f.include_leave {
@@ -256,7 +267,7 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool, Vec<St
     rooms.insert("join".into(), Value::Object(join));
     rooms.insert("invite".into(), Value::Object(invite));
     rooms.insert("leave".into(), Value::Object(leave));
-    rooms.insert("knock".into(), Value::Object(Map::new()));
+    rooms.insert("knock".into(), Value::Object(knock));
     let mut resp = json!({
         "next_batch": next.to_string(),
         "account_data": {"events": global},
@@ -281,7 +292,23 @@ fn txn_for<'a>(p: &'a Pdu, req: &SyncRequest) -> Option<&'a str> {
     }
 }
 
-async fn invite_state(s: &Services, room_id: &str, invite_event_id: &str) -> Result<Vec<Value>> {
+/// The stripped state shown with an invite or a knock: the room's current state where this
+/// server is in the room, else what the other server sent with the invite (or the knock).
+async fn invite_state(
+    s: &Services,
+    room_id: &str,
+    user_id: &str,
+    invite_event_id: &str,
+) -> Result<Vec<Value>> {
+    if s.db
+        .current_state_event_id(room_id, "m.room.create", "")
+        .await?
+        .is_none()
+        && let Some(text) = s.db.invite_state(room_id, user_id).await?
+        && let Ok(events) = serde_json::from_str::<Vec<Value>>(&text)
+    {
+        return Ok(events);
+    }
     let mut out = Vec::new();
     for kind in [
         "m.room.create",

@@ -19,6 +19,7 @@ backend_tests!(
     notary_key_query,
     join_remote_room_by_alias,
     join_remote_room_by_id_with_server_name_and_via,
+    knock_on_remote_room_then_invited,
     messages_both_ways,
     state_both_ways,
     typing_both_ways,
@@ -515,6 +516,57 @@ async fn join_remote_room_by_id_with_server_name_and_via(b: Backend) {
     assert_eq!(body["room_id"], room);
     wait_membership(&alice, None, &room, &bob.user_id, "join").await;
     wait_membership(&alice, None, &room, &carol.user_id, "join").await;
+}
+
+async fn knock_on_remote_room_then_invited(b: Backend) {
+    let (a, bn) = two_nodes(b).await;
+    let alice = a.register("alice").await;
+    let room = alice
+        .create_room(
+            json!({"preset": "private_chat", "room_version": "12", "name": "Remote door",
+                            "initial_state": [{"type": "m.room.join_rules", "state_key": "",
+                                               "content": {"join_rule": "knock"}}]}),
+        )
+        .await;
+    let bob = bn.register("bob").await;
+    let body = bob
+        .post(
+            &format!("{V3}/knock/{}?via={}", enc(&room), enc(&a.server_name)),
+            &json!({"reason": "may I?"}),
+        )
+        .await
+        .ok();
+    assert_eq!(body["room_id"], room);
+    // The knocker's server shows the room's public state as the resident server sent it.
+    let s = bob
+        .sync_until_within(None, FED_DEADLINE, |s| {
+            !s["rooms"]["knock"][room.as_str()].is_null()
+        })
+        .await;
+    let knock_state = arr(&s["rooms"]["knock"][room.as_str()]["knock_state"]["events"]);
+    assert!(
+        knock_state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Remote door"),
+        "{knock_state:?}"
+    );
+    wait_membership(&alice, None, &room, &bob.user_id, "knock").await;
+    // Let in: the invite crosses over with the room's state, and bob joins.
+    alice.invite(&room, &bob.user_id).await.ok();
+    let s = bob
+        .sync_until_within(None, FED_DEADLINE, |s| {
+            !s["rooms"]["invite"][room.as_str()].is_null()
+        })
+        .await;
+    let invite_state = arr(&s["rooms"]["invite"][room.as_str()]["invite_state"]["events"]);
+    assert!(
+        invite_state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Remote door"),
+        "{invite_state:?}"
+    );
+    bob.join(&room).await;
+    wait_membership(&alice, None, &room, &bob.user_id, "join").await;
 }
 
 async fn messages_both_ways(b: Backend) {

@@ -21,6 +21,8 @@ backend_tests!(
     joined_members,
     members_of_non_member_is_forbidden,
     members_at_a_token_and_after_leaving,
+    knock_then_invite_and_join,
+    knock_errors_and_retraction,
 );
 
 async fn membership_of(c: &Client, room: &str, user: &str) -> Value {
@@ -410,4 +412,110 @@ async fn members_at_a_token_and_after_leaving(b: Backend) {
         .get(&format!("{path}?at=garbage"))
         .await
         .expect_err(400, "M_INVALID_PARAM");
+}
+
+/// A createRoom body for a v12 room that takes knocks.
+fn knock_room(name: &str) -> Value {
+    json!({"preset": "private_chat", "room_version": "12", "name": name,
+           "initial_state": [{"type": "m.room.join_rules", "state_key": "",
+                              "content": {"join_rule": "knock"}}]})
+}
+
+async fn knock_then_invite_and_join(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = alice.create_room(knock_room("Knockers")).await;
+    let since = alice.sync_token().await;
+    let resp = bob
+        .post(
+            &format!("{V3}/knock/{}", enc(&room)),
+            &json!({"reason": "let me in"}),
+        )
+        .await
+        .ok();
+    assert_eq!(resp["room_id"], room.as_str());
+    // The knocker sees the room in the knock section, with its public state.
+    let s = bob
+        .sync_until(None, |s| !s["rooms"]["knock"][room.as_str()].is_null())
+        .await;
+    let knock_state = arr(&s["rooms"]["knock"][room.as_str()]["knock_state"]["events"]);
+    assert!(
+        knock_state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Knockers"),
+        "{knock_state:?}"
+    );
+    assert!(
+        knock_state.iter().any(|e| e["type"] == "m.room.member"
+            && e["state_key"] == bob.user_id.as_str()
+            && e["content"]["membership"] == "knock"),
+        "{knock_state:?}"
+    );
+    // The room's members see the knock with its reason.
+    alice
+        .sync_until(Some(&since), |s| {
+            arr(&s["rooms"]["join"][room.as_str()]["timeline"]["events"])
+                .iter()
+                .any(|e| {
+                    e["type"] == "m.room.member"
+                        && e["state_key"] == bob.user_id.as_str()
+                        && e["content"]["membership"] == "knock"
+                        && e["content"]["reason"] == "let me in"
+                })
+        })
+        .await;
+    // Knocking again is answered with the same room.
+    bob.post(&format!("{V3}/knock/{}", enc(&room)), &json!({}))
+        .await
+        .ok();
+    // Let in: invited, then joined.
+    alice.invite(&room, &bob.user_id).await.ok();
+    bob.join(&room).await;
+    bob.send_text(&room, "thanks").await;
+}
+
+async fn knock_errors_and_retraction(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    // An invite-only room refuses knocks.
+    let closed = alice.create_room(json!({"preset": "private_chat"})).await;
+    bob.post(&format!("{V3}/knock/{}", enc(&closed)), &json!({}))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    bob.post(
+        &format!("{V3}/knock/{}", enc("!nowhere:localhost")),
+        &json!({}),
+    )
+    .await
+    .expect_err(404, "M_NOT_FOUND");
+    bob.post(
+        &format!("{V3}/knock/{}", enc("#nowhere:localhost")),
+        &json!({}),
+    )
+    .await
+    .expect_err(404, "M_NOT_FOUND");
+    // A knock can be withdrawn by leaving; a member cannot knock.
+    let room = alice.create_room(knock_room("Door")).await;
+    bob.post(&format!("{V3}/knock/{}", enc(&room)), &json!({}))
+        .await
+        .ok();
+    bob.leave(&room).await.ok();
+    assert_eq!(
+        membership_of(&alice, &room, &bob.user_id).await["membership"],
+        "leave"
+    );
+    alice
+        .post(&format!("{V3}/knock/{}", enc(&room)), &json!({}))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    // Banned users cannot knock.
+    bob.post(&format!("{V3}/knock/{}", enc(&room)), &json!({}))
+        .await
+        .ok();
+    alice.moderate("ban", &room, &bob.user_id, None).await.ok();
+    bob.post(&format!("{V3}/knock/{}", enc(&room)), &json!({}))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
 }

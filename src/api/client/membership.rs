@@ -1,8 +1,10 @@
-//! Membership: join (by id or alias), invite, leave, forget, kick, ban, unban, member lists.
+//! Membership: join (by id or alias), knock, invite, leave, forget, kick, ban, unban, member
+//! lists.
 
 use axum::{Json, Router, extract::State};
 use ruma::{
     OwnedRoomId, RoomOrAliasId,
+    api::client::knock::knock_room,
     api::client::membership::{
         ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
         join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
@@ -24,6 +26,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route::<invite_user::v3::Request, _, _>(r, invite);
     let r = route::<leave_room::v3::Request, _, _>(r, leave);
     let r = route::<forget_room::v3::Request, _, _>(r, forget);
+    let r = route::<knock_room::v3::Request, _, _>(r, knock);
     let r = route::<kick_user::v3::Request, _, _>(r, kick);
     let r = route::<ban_user::v3::Request, _, _>(r, ban);
     let r = route::<unban_user::v3::Request, _, _>(r, unban);
@@ -93,6 +96,21 @@ async fn join_by_id_or_alias(
         &room_id,
         &a.user_id,
         reason(&req.json).as_deref(),
+        &servers,
+    )
+    .await?;
+    Ok(Json(json!({"room_id": room_id})))
+}
+
+async fn knock(State(s): State<AppState>, req: Ruma<knock_room::v3::Request>) -> JsonResult {
+    let a = req.user()?;
+    let (room_id, mut servers) = resolve_room_and_servers(&s, &req.body.room_id_or_alias).await?;
+    servers.extend(req.body.via.iter().cloned());
+    membership::knock(
+        &s,
+        &room_id,
+        &a.user_id,
+        req.body.reason.as_deref(),
         &servers,
     )
     .await?;
