@@ -26,6 +26,8 @@ pub struct Services {
     pub uia: UiaSessions,
     pub device_activity: crate::users::devices::DeviceActivity,
     pub admin_nonces: crate::users::register::Nonces,
+    /// Counts wrong passwords per account and address.
+    pub login_guard: crate::users::login_guard::LoginGuard,
     pub unread: crate::push::UnreadCache,
     /// Users with an HTTP pusher, and the client that posts to their push gateways.
     pub pushers: crate::push::pushers::PusherUsers,
@@ -69,6 +71,8 @@ impl Services {
             }),
         );
         let pushers = crate::push::pushers::PusherUsers::load(&db).await?;
+        let login_guard =
+            crate::users::login_guard::LoginGuard::new(config.limits.failed_logins_per_minute);
         Ok(Arc::new(Services {
             pushers,
             push_client: std::sync::OnceLock::new(),
@@ -83,6 +87,7 @@ impl Services {
             uia: UiaSessions::default(),
             device_activity: Default::default(),
             admin_nonces: Default::default(),
+            login_guard,
             unread: Default::default(),
         }))
     }

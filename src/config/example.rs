@@ -63,6 +63,9 @@ inbound_burst = 500
 max_request_bytes = 1048576
 # Longest /sync long-poll in milliseconds.
 max_sync_timeout_ms = 60000
+# Wrong passwords allowed per account and per client address in a minute (that many at once,
+# then one every 60/n seconds); past it logins get 429 M_LIMIT_EXCEEDED. 0 switches it off.
+failed_logins_per_minute = 10
 
 [media]
 # Uploaded files are kept under <data_dir>/media/. Largest upload in bytes (50 MiB); this limit,

@@ -130,6 +130,10 @@ pub struct LimitsConfig {
     /// Longest `/sync` long-poll a client may ask for, in milliseconds.
     #[serde(default = "default_max_sync_timeout")]
     pub max_sync_timeout_ms: u64,
+    /// Wrong passwords allowed per account and per client address in a minute (a burst of
+    /// that many, then one every 60/n seconds); past it, 429 `M_LIMIT_EXCEEDED`. 0: no limit.
+    #[serde(default = "default_failed_logins")]
+    pub failed_logins_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +173,9 @@ fn default_pool() -> u32 {
 }
 fn default_room_version() -> RoomVersionId {
     RoomVersionId::V12
+}
+fn default_failed_logins() -> u32 {
+    10
 }
 fn default_max_request() -> usize {
     1024 * 1024
@@ -230,6 +237,7 @@ impl Default for LimitsConfig {
         Self {
             max_request_bytes: default_max_request(),
             max_sync_timeout_ms: default_max_sync_timeout(),
+            failed_logins_per_minute: default_failed_logins(),
         }
     }
 }

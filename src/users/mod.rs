@@ -1,6 +1,7 @@
 //! Accounts: registration, login, passwords, tokens, deactivation, profiles.
 
 pub mod devices;
+pub mod login_guard;
 pub mod openid;
 pub mod password;
 pub mod presence;
@@ -107,8 +108,24 @@ pub async fn open_session(
     })
 }
 
-/// Checks a user's password.
-pub async fn check_password(s: &Services, user_id: &UserId, password: &str) -> Result<bool> {
+/// Checks a user's password. Failures count against the account and the client's address
+/// (see [`login_guard`]); while either waits, the answer is `M_LIMIT_EXCEEDED`.
+pub async fn check_password(
+    s: &Services,
+    user_id: &UserId,
+    password: &str,
+    address: Option<&str>,
+) -> Result<bool> {
+    let keys = login_guard::LoginGuard::keys(user_id.as_str(), address);
+    s.login_guard.check(&keys)?;
+    let ok = password_matches(s, user_id, password).await?;
+    if !ok {
+        s.login_guard.failed(&keys);
+    }
+    Ok(ok)
+}
+
+async fn password_matches(s: &Services, user_id: &UserId, password: &str) -> Result<bool> {
     let Some(acc) = s.db.account(user_id.as_str()).await? else {
         return Ok(false);
     };

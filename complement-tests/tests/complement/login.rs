@@ -7,6 +7,7 @@ backend_tests!(
     login_by_localpart,
     login_by_full_user_id,
     login_wrong_password_is_403,
+    repeated_wrong_passwords_are_rate_limited,
     login_unknown_user_is_403,
     login_unknown_type_is_400,
     login_with_device_id_reuses_device,
@@ -72,6 +73,47 @@ async fn login_wrong_password_is_403(b: Backend) {
         .login_raw(&password_login("alice", "definitely-wrong"))
         .await
         .expect_err(403, "M_FORBIDDEN");
+}
+
+/// One login attempt, without the harness's retry on 429.
+async fn login_once(c: &Client, user: &str, password: &str) -> (u16, Value) {
+    let body = password_login(user, password).to_string();
+    let resp = c
+        .raw(
+            Method::POST,
+            &format!("{V3}/login"),
+            Some(&body),
+            &[("content-type", "application/json")],
+            false,
+        )
+        .await;
+    complement_tests::client::into_resp(resp).await
+}
+
+async fn repeated_wrong_passwords_are_rate_limited(b: Backend) {
+    let opts = ServerOptions {
+        extra_toml: "[limits]\nfailed_logins_per_minute = 3\n".into(),
+        ..Default::default()
+    };
+    let server = start_with(b, opts).await;
+    let alice = server.register("alice").await;
+    let anon = server.client();
+    for _ in 0..3 {
+        login_once(&anon, "alice", "wrong-guess")
+            .await
+            .expect_err(403, "M_FORBIDDEN");
+    }
+    // The allowance is used up: refused before the password is looked at, even the right one.
+    login_once(&anon, "alice", "wrong-guess")
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    let limited = login_once(&anon, "alice", &alice.password)
+        .await
+        .expect_err(429, "M_LIMIT_EXCEEDED");
+    let wait = limited["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!(wait > 0 && wait <= 20_000, "{limited}");
+    // Logged-in sessions are untouched.
+    alice.whoami().await.ok();
 }
 
 async fn login_unknown_user_is_403(b: Backend) {

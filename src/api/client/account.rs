@@ -162,12 +162,14 @@ async fn token_validity(
 }
 
 async fn login_types(_req: Ruma<get_login_types::v3::Request>) -> JsonResult {
-    Ok(Json(
-        json!({"flows": [{"type": "m.login.password"}, {"type": "m.login.application_service"}]}),
-    ))
+    Ok(Json(json!({"flows": [{"type": "m.login.password"}]})))
 }
 
-async fn login(State(s): State<AppState>, req: Ruma<login::v3::Request>) -> JsonResult {
+async fn login(
+    State(s): State<AppState>,
+    parts: axum::http::request::Parts,
+    req: Ruma<login::v3::Request>,
+) -> JsonResult {
     let json = req.json.clone().unwrap_or(Value::Null);
     let kind = json.get("type").and_then(Value::as_str).unwrap_or("");
     if kind != "m.login.password" {
@@ -194,7 +196,8 @@ async fn login(State(s): State<AppState>, req: Ruma<login::v3::Request>) -> Json
         .and_then(Value::as_str)
         .ok_or_else(|| Error::missing_param("password"))?;
     let user_id = users::parse_login_user(&s, user)?;
-    if !users::check_password(&s, &user_id, password).await? {
+    let address = crate::api::client::devices::client_ip(&parts);
+    if !users::check_password(&s, &user_id, password, address.as_deref()).await? {
         return Err(Error::forbidden("Invalid username or password"));
     }
     let sess = users::open_session(
@@ -267,7 +270,7 @@ pub async fn require_password_uia(
             .get("password")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if given != user_id || !users::check_password(s, user_id, password).await? {
+        if given != user_id || !users::check_password(s, user_id, password, None).await? {
             return Err(s.uia.challenge(
                 &flows,
                 &session,
