@@ -590,6 +590,42 @@ pub async fn for_user(
     Ok(out)
 }
 
+/// `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}`: what a client shows of a room before
+/// joining it. Known rooms are summarised here; others are asked of the servers in `via`
+/// (their `/hierarchy`). Anonymous callers see only rooms open to anyone; the answer carries
+/// the caller's membership. 404 when the room is unknown or not visible to the caller.
+pub async fn room_summary(
+    s: &Services,
+    room_id: &RoomId,
+    via: &[String],
+    user_id: Option<&str>,
+) -> Result<Value> {
+    let rid = room_id.as_str();
+    let mut cache = RemoteCache::default();
+    // An anonymous caller has no memberships: `user_may_see` then passes open rooms only.
+    let who = user_id.unwrap_or("");
+    let Some(node) = load_node(s, rid, via, who, false, &mut cache).await? else {
+        return Err(Error::not_found(
+            "The room is unknown, or you may not see it",
+        ));
+    };
+    let mut out = Map::new();
+    for key in CLIENT_FIELDS.iter().chain(&["allowed_room_ids"]) {
+        if let Some(v) = node.summary.get(*key) {
+            out.insert((*key).to_owned(), v.clone());
+        }
+    }
+    if let Some(user) = user_id {
+        let membership =
+            s.db.membership(rid, user)
+                .await?
+                .map(|m| m.membership)
+                .unwrap_or_else(|| "leave".into());
+        out.insert("membership".into(), json!(membership));
+    }
+    Ok(Value::Object(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

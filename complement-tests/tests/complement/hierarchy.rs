@@ -1,7 +1,8 @@
 //! Space hierarchies for clients (`GET /_matrix/client/v1/rooms/{roomId}/hierarchy`): the
 //! rooms of a space the caller may see, breadth first, with their summaries and
 //! `m.space.child` state; `suggested_only`, `max_depth`, pagination; private children left
-//! out; children known only to another server fetched over federation.
+//! out; children known only to another server fetched over federation. Also room summaries
+//! (`GET /_matrix/client/v1/room_summary/{roomIdOrAlias}`).
 
 use complement_tests::FederationOptions;
 
@@ -15,6 +16,8 @@ backend_tests!(
     private_children_left_out,
     restricted_child_visible_to_space_members,
     remote_child_fetched_over_federation,
+    room_summary_of_local_rooms,
+    room_summary_of_a_remote_room,
 );
 
 async fn hierarchy(c: &Client, room: &str, query: &str) -> Resp {
@@ -342,4 +345,76 @@ async fn remote_child_fetched_over_federation(b: Backend) {
     assert_eq!(rs["children_state"].as_array().map(Vec::len), Some(1));
     assert_eq!(body["rooms"][2]["name"], "Remote room");
     assert_eq!(body["rooms"][2]["num_joined_members"], 1);
+}
+
+async fn room_summary(c: &Client, room: &str, query: &str) -> Resp {
+    c.get(&format!("{V1}/room_summary/{}{query}", enc(room)))
+        .await
+}
+
+async fn room_summary_of_local_rooms(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let public = alice
+        .create_room(
+            json!({"preset": "public_chat", "name": "Lobby", "topic": "hello",
+                            "room_alias_name": "lobby"}),
+        )
+        .await;
+    let secret = create_room(&alice, "Secret", "private_chat").await;
+
+    // Anyone, even without a token, sees a public room; by id or by alias.
+    let anon = room_summary(&server.client(), &public, "").await.ok();
+    assert_eq!(anon["room_id"], public.as_str());
+    assert_eq!(anon["name"], "Lobby");
+    assert_eq!(anon["topic"], "hello");
+    assert_eq!(anon["join_rule"], "public");
+    assert_eq!(anon["num_joined_members"], 1);
+    assert_eq!(anon["room_version"], "12");
+    assert!(anon.get("membership").is_none(), "{anon}");
+    let by_alias = room_summary(&bob, &alias(&server, "lobby"), "").await.ok();
+    assert_eq!(by_alias["room_id"], public.as_str());
+    assert_eq!(by_alias["membership"], "leave");
+    assert_eq!(
+        room_summary(&alice, &public, "").await.ok()["membership"],
+        "join"
+    );
+
+    // A private room: only members and invitees.
+    room_summary(&bob, &secret, "")
+        .await
+        .expect_err(404, "M_NOT_FOUND");
+    room_summary(&server.client(), &secret, "")
+        .await
+        .expect_err(404, "M_NOT_FOUND");
+    alice.invite(&secret, &bob.user_id).await.ok();
+    let invited = room_summary(&bob, &secret, "").await.ok();
+    assert_eq!(invited["name"], "Secret");
+    assert_eq!(invited["membership"], "invite");
+    room_summary(&bob, "!unknown:localhost", "")
+        .await
+        .expect_err(404, "M_NOT_FOUND");
+}
+
+async fn room_summary_of_a_remote_room(b: Backend) {
+    let opts = || ServerOptions {
+        federation: Some(FederationOptions::default()),
+        ..Default::default()
+    };
+    let (a, bn) = tokio::join!(start_with(b, opts()), start_with(b, opts()));
+    let alice = a.register("alice").await;
+    let bob = bn.register("bob").await;
+    let remote = create_space(&bob, "Far away", "public_chat").await;
+    let secret = create_room(&bob, "Far secret", "private_chat").await;
+    let sum = room_summary(&alice, &remote, &format!("?via={}", enc(&bn.server_name)))
+        .await
+        .ok();
+    assert_eq!(sum["room_id"], remote.as_str());
+    assert_eq!(sum["name"], "Far away");
+    assert_eq!(sum["room_type"], "m.space");
+    assert_eq!(sum["membership"], "leave");
+    room_summary(&alice, &secret, &format!("?via={}", enc(&bn.server_name)))
+        .await
+        .expect_err(404, "M_NOT_FOUND");
 }
