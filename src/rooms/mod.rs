@@ -10,6 +10,7 @@ pub mod receipts;
 pub mod redaction;
 pub mod relations;
 pub mod search;
+pub mod timestamp;
 pub mod upgrade;
 pub mod visibility;
 pub mod writer;

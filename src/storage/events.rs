@@ -440,6 +440,34 @@ impl Db {
         rows.iter().map(pdu_from_row).collect()
     }
 
+    /// Timeline events of a room nearest a time: forwards, those at or after `ts` (oldest
+    /// first); backwards, those at or before it (newest first); at most `limit`.
+    pub async fn room_events_near_time(
+        &self,
+        room_id: &str,
+        ts: i64,
+        forwards: bool,
+        limit: i64,
+    ) -> Result<Vec<Pdu>> {
+        let (cmp, order) = if forwards {
+            (">=", "ASC")
+        } else {
+            ("<=", "DESC")
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND origin_server_ts {cmp} $2
+             AND outlier = 0 AND rejected = 0
+             ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(ts)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(pdu_from_row).collect()
+    }
+
     /// Rooms (among `room_ids`) with timeline events after `since`.
     pub async fn latest_stream_per_room(&self, since: i64) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(

@@ -11,6 +11,7 @@ backend_tests!(
     non_member_cannot_read_messages,
     history_visibility_joined_hides_earlier_messages,
     history_visibility_shared_shows_earlier_messages,
+    timestamp_to_event_both_directions,
 );
 
 async fn room_with_messages(server: &Server, n: usize) -> (Client, String, Vec<String>) {
@@ -211,4 +212,59 @@ async fn history_visibility_shared_shows_earlier_messages(b: Backend) {
     let seen = visibility_case(b, "shared").await;
     assert!(seen.contains(&"after join".to_owned()), "{seen:?}");
     assert!(seen.contains(&"before invite".to_owned()), "{seen:?}");
+}
+
+async fn timestamp_to_event_both_directions(b: Backend) {
+    let server = start(b).await;
+    let (alice, room, ids) = room_with_messages(&server, 5).await;
+    let ts_of = async |id: &str| {
+        alice.event(&room, id).await.ok()["origin_server_ts"]
+            .as_i64()
+            .expect("origin_server_ts")
+    };
+    let jump = async |c: &Client, ts: i64, dir: &str| {
+        c.get(&format!(
+            "{V1}/rooms/{}/timestamp_to_event?ts={ts}&dir={dir}",
+            enc(&room)
+        ))
+        .await
+    };
+    let first_ts = ts_of(&ids[0]).await;
+    let last_ts = ts_of(&ids[4]).await;
+    // Backwards from far in the future: the newest event.
+    let newest = jump(&alice, last_ts + 3_600_000, "b").await.ok();
+    assert_eq!(newest["event_id"], ids[4].as_str(), "{newest}");
+    assert_eq!(newest["origin_server_ts"], last_ts);
+    // Forwards from an event's own time: an event of that time (or that one).
+    let at = jump(&alice, first_ts, "f").await.ok();
+    assert_eq!(at["origin_server_ts"], first_ts, "{at}");
+    // Forwards from the distant past: the room's first event, its creation.
+    let start_ev = jump(&alice, 0, "f").await.ok();
+    let create = alice
+        .event(&room, start_ev["event_id"].as_str().expect("event_id"))
+        .await
+        .ok();
+    assert_eq!(create["type"], "m.room.create", "{create}");
+    // Nothing in the direction asked.
+    jump(&alice, last_ts + 3_600_000, "f")
+        .await
+        .expect_err(404, "M_NOT_FOUND");
+    jump(&alice, 1, "b").await.expect_err(404, "M_NOT_FOUND");
+    // Only for those who may read the room, and with valid parameters.
+    let bob = server.register("bob").await;
+    jump(&bob, 0, "f").await.expect_err(403, "M_FORBIDDEN");
+    alice
+        .get(&format!(
+            "{V1}/rooms/{}/timestamp_to_event?ts=1&dir=sideways",
+            enc(&room)
+        ))
+        .await
+        .expect_err(400, "M_INVALID_PARAM");
+    alice
+        .get(&format!(
+            "{V1}/rooms/{}/timestamp_to_event?dir=f",
+            enc(&room)
+        ))
+        .await
+        .expect_err(400, "M_MISSING_PARAM");
 }

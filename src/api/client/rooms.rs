@@ -7,7 +7,7 @@ use ruma::{
         context::get_context,
         message::{get_message_events, send_message_event},
         redact::redact_event,
-        room::{create_room, get_room_event, upgrade_room},
+        room::{create_room, get_event_by_timestamp, get_room_event, upgrade_room},
         state::{get_state_event_for_key, get_state_events, send_state_event},
     },
 };
@@ -37,7 +37,28 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route::<redact_event::v3::Request, _, _>(r, redact);
     let r = route::<get_message_events::v3::Request, _, _>(r, messages);
     let r = route::<upgrade_room::v3::Request, _, _>(r, upgrade);
+    let r = route::<get_event_by_timestamp::v1::Request, _, _>(r, timestamp_to_event);
     route::<get_context::v3::Request, _, _>(r, context)
+}
+
+async fn timestamp_to_event(
+    State(s): State<AppState>,
+    req: Ruma<get_event_by_timestamp::v1::Request>,
+) -> JsonResult {
+    let a = req.user()?;
+    let b = &req.body;
+    if !can_read_room(&s.db, b.room_id.as_str(), a.user_id.as_str()).await? {
+        return Err(Error::forbidden("You may not read this room"));
+    }
+    let forwards = b.dir == ruma::api::Direction::Forward;
+    let ts = i64::from(b.ts.get());
+    let pdu =
+        rooms::timestamp::closest_event(&s, &b.room_id, ts, forwards, Some(a.user_id.as_str()))
+            .await?
+            .ok_or_else(|| Error::not_found("No event found in that direction"))?;
+    Ok(Json(
+        json!({"event_id": pdu.event_id, "origin_server_ts": pdu.origin_server_ts}),
+    ))
 }
 
 async fn upgrade(State(s): State<AppState>, req: Ruma<upgrade_room::v3::Request>) -> JsonResult {

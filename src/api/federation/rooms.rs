@@ -1,5 +1,5 @@
 //! Room data other servers ask for: single events, the state at an event (full or as ids),
-//! auth chains, backfill and missing events. Only servers with (or that had) members in the room
+//! auth chains, backfill, missing events and the event closest to a time. Only servers with (or that had) members in the room
 //! are answered.
 
 use std::collections::{HashSet, VecDeque};
@@ -10,7 +10,10 @@ use ruma::{
     api::federation::{
         authorization::get_event_authorization,
         backfill::get_backfill,
-        event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
+        event::{
+            get_event, get_event_by_timestamp, get_missing_events, get_room_state,
+            get_room_state_ids,
+        },
     },
 };
 use serde_json::value::RawValue;
@@ -29,6 +32,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route::<get_room_state_ids::v1::Request, _, _>(r, state_ids);
     let r = route::<get_event_authorization::v1::Request, _, _>(r, event_auth);
     let r = route::<get_backfill::v1::Request, _, _>(r, backfill);
+    let r = route::<get_event_by_timestamp::v1::Request, _, _>(r, timestamp_to_event);
     route::<get_missing_events::v1::Request, _, _>(r, missing_events)
 }
 
@@ -74,6 +78,29 @@ async fn event(
         s.config.server_name.clone(),
         MilliSecondsSinceUnixEpoch::now(),
         raw,
+    )))
+}
+
+async fn timestamp_to_event(
+    State(s): State<AppState>,
+    req: Ruma<get_event_by_timestamp::v1::Request>,
+) -> Result<RumaResponse<get_event_by_timestamp::v1::Response>> {
+    let origin = req.origin()?;
+    let b = &req.body;
+    check_origin_in_room(&s, &b.room_id, origin).await?;
+    let forwards = b.dir == ruma::api::Direction::Forward;
+    let pdu = crate::rooms::timestamp::closest_event(
+        &s,
+        &b.room_id,
+        i64::from(b.ts.get()),
+        forwards,
+        None,
+    )
+    .await?
+    .ok_or_else(|| Error::not_found("No event found in that direction"))?;
+    Ok(RumaResponse(get_event_by_timestamp::v1::Response::new(
+        pdu.event_id,
+        pdu.origin_server_ts,
     )))
 }
 
