@@ -54,6 +54,18 @@ pub async fn join_via(
     reason: Option<&str>,
     via: &[ruma::OwnedServerName],
 ) -> Result<Pdu> {
+    let pdu = join_event(s, room_id, user, reason, via).await?;
+    super::upgrade::carry_over_settings(s, user, room_id).await;
+    Ok(pdu)
+}
+
+async fn join_event(
+    s: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    reason: Option<&str>,
+    via: &[ruma::OwnedServerName],
+) -> Result<Pdu> {
     let room = room_id.to_owned();
     if crate::federation::membership::needs_remote_join(s, &room).await? {
         let servers =

@@ -2,6 +2,7 @@
 //! replacement room whose create event names its predecessor, the transferable state copied
 //! over, local aliases and the directory entry moved, a tombstone in the old room and the old
 //! room's power levels raised so that ordinary members can no longer talk or invite there.
+//! Members who follow to the new room take their tags, room push rule and `m.direct` entry.
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId, state_res::events::RoomCreateEvent};
 use serde_json::{Map, Value, json};
@@ -232,6 +233,7 @@ pub async fn upgrade_room(s: &Services, user: &UserId, req: Upgrade) -> Result<O
     .await?;
 
     restrict_old_room(s, user, &req.room_id, old_pl).await;
+    carry_over_settings(s, user, &new_room).await;
     Ok(new_room)
 }
 
@@ -371,4 +373,85 @@ fn integer_levels(pl: &mut Value) {
             }
         }
     }
+}
+
+/// When a local user joins a room that replaced one they were in, their settings for the old
+/// room come along (the spec's "personalized settings"): its tags, a room-specific push rule,
+/// and its place in `m.direct`. Settings already made for the new room are kept. Failures are
+/// logged, never the join's.
+pub async fn carry_over_settings(s: &Services, user: &UserId, room: &RoomId) {
+    if let Err(e) = carry_over(s, user, room).await {
+        tracing::info!(%user, %room, error = %e, "settings of the old room not carried over");
+    }
+}
+
+async fn carry_over(s: &Services, user: &UserId, room: &RoomId) -> Result<()> {
+    let Some(create) = current_state_content(&s.db, room.as_str(), "m.room.create", "").await?
+    else {
+        return Ok(());
+    };
+    let Some(old) = create
+        .get("predecessor")
+        .and_then(|p| p.get("room_id"))
+        .and_then(Value::as_str)
+        .and_then(|r| RoomId::parse(r).ok())
+    else {
+        return Ok(());
+    };
+    if s.db
+        .membership(old.as_str(), user.as_str())
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
+    // Tags.
+    if let Some(tags) =
+        s.db.account_data(user.as_str(), Some(old.as_str()), "m.tag")
+            .await?
+        && s.db
+            .account_data(user.as_str(), Some(room.as_str()), "m.tag")
+            .await?
+            .is_none()
+    {
+        s.db.set_account_data(user.as_str(), Some(room.as_str()), "m.tag", &tags)
+            .await?;
+    }
+    // A room-specific push rule (e.g. "mute this room").
+    let rules = crate::push::ruleset(&s.db, user).await?;
+    let old_rule = rules
+        .room
+        .iter()
+        .find(|r| r.rule_id == old)
+        .map(|r| r.actions.clone());
+    if let Some(actions) = old_rule
+        && rules.room.iter().all(|r| r.rule_id != room)
+    {
+        let rule = ruma::push::NewPushRule::Room(ruma::push::NewSimplePushRule::new(
+            room.to_owned(),
+            actions,
+        ));
+        crate::push::put_rule(s, user, rule, None, None).await?;
+    }
+    // Direct chats.
+    let old_id = old.as_str();
+    let new_id = room.as_str();
+    s.db.update_account_data(user.as_str(), None, "m.direct", |current| {
+        let Some(Value::Object(mut direct)) = current else {
+            return Ok((None, ()));
+        };
+        let mut changed = false;
+        for rooms in direct.values_mut() {
+            if let Value::Array(list) = rooms
+                && list.iter().any(|r| r == old_id)
+                && !list.iter().any(|r| r == new_id)
+            {
+                list.push(json!(new_id));
+                changed = true;
+            }
+        }
+        Ok((changed.then_some(Value::Object(direct)), ()))
+    })
+    .await?;
+    Ok(())
 }

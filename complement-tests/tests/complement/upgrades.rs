@@ -9,6 +9,7 @@ backend_tests!(
     upgrade_locks_the_old_room,
     upgrade_to_v12_keeps_creators_out_of_power_levels,
     upgrade_errors,
+    joining_the_new_room_carries_over_settings,
 );
 
 async fn upgrade(c: &Client, room: &str, version: &str) -> Resp {
@@ -208,4 +209,54 @@ async fn upgrade_errors(b: Backend) {
     upgrade(&alice, "!nowhere:localhost", "12")
         .await
         .expect_err(404, "M_NOT_FOUND");
+}
+
+async fn joining_the_new_room_carries_over_settings(b: Backend) {
+    let server = start(b).await;
+    let (alice, bob, old) = public_room_with_two(&server).await;
+    let bob_id = enc(&bob.user_id);
+    bob.put(
+        &format!("{V3}/user/{bob_id}/rooms/{}/tags/m.favourite", enc(&old)),
+        &json!({"order": 0.25}),
+    )
+    .await
+    .ok();
+    bob.put(
+        &format!("{V3}/pushrules/global/room/{}", enc(&old)),
+        &json!({"actions": []}),
+    )
+    .await
+    .ok();
+    bob.put(
+        &format!("{V3}/user/{bob_id}/account_data/m.direct"),
+        &json!({alice.user_id.clone(): [old.clone()]}),
+    )
+    .await
+    .ok();
+
+    let new = upgrade(&alice, &old, "12").await.ok()["replacement_room"]
+        .as_str()
+        .expect("replacement_room")
+        .to_owned();
+    bob.join(&new).await;
+
+    let tags = bob
+        .get(&format!("{V3}/user/{bob_id}/rooms/{}/tags", enc(&new)))
+        .await
+        .ok();
+    assert_eq!(tags["tags"]["m.favourite"]["order"], 0.25, "{tags}");
+    let rule = bob
+        .get(&format!("{V3}/pushrules/global/room/{}", enc(&new)))
+        .await
+        .ok();
+    assert_eq!(rule["actions"], json!([]), "{rule}");
+    let direct = bob
+        .get(&format!("{V3}/user/{bob_id}/account_data/m.direct"))
+        .await
+        .ok();
+    assert_eq!(
+        direct[alice.user_id.as_str()],
+        json!([old, new]),
+        "{direct}"
+    );
 }
