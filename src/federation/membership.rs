@@ -463,6 +463,82 @@ async fn record_out_of_room_membership(s: &Services, pdu: &Pdu, membership: &str
 // The resident side: other servers joining, leaving and inviting.
 
 /// `make_join`: a join template for a user of `origin`, if the room would let them in now.
+/// A remote user's join of a room with a `restricted` or `knock_restricted` rule, who is not
+/// invited or joined: the local user who vouches for them (see
+/// `rooms::membership::restricted_authoriser`). Errors as the spec has it: the user is in none
+/// of the allowed rooms this server knows (`M_UNABLE_TO_AUTHORISE_JOIN` when it knows none of
+/// them, else `M_FORBIDDEN`), or no local member may invite (`M_UNABLE_TO_GRANT_JOIN`).
+async fn restricted_join_authoriser(
+    s: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<Option<String>> {
+    let Some(jr) =
+        crate::rooms::current_state_content(&s.db, room_id.as_str(), "m.room.join_rules", "")
+            .await?
+    else {
+        return Ok(None);
+    };
+    if !matches!(
+        jr.get("join_rule").and_then(Value::as_str),
+        Some("restricted" | "knock_restricted")
+    ) {
+        return Ok(None);
+    }
+    if s.db
+        .membership(room_id.as_str(), user.as_str())
+        .await?
+        .is_some_and(|m| m.membership == "invite" || m.membership == "join")
+    {
+        return Ok(None);
+    }
+    if let Some(authoriser) =
+        crate::rooms::membership::restricted_authoriser(s, room_id, user, &jr).await?
+    {
+        return Ok(Some(authoriser));
+    }
+    let allowed: Vec<String> = jr
+        .get("allow")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter(|r| r.get("type").and_then(Value::as_str) == Some("m.room_membership"))
+                .filter_map(|r| r.get("room_id").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut knows_one = false;
+    let mut member_of_one = false;
+    for r in &allowed {
+        if let Ok(rid) = RoomId::parse(r.as_str())
+            && participating(s, &rid).await?
+        {
+            knows_one = true;
+            member_of_one |=
+                s.db.membership(r, user.as_str())
+                    .await?
+                    .is_some_and(|m| m.membership == "join");
+        }
+    }
+    if !knows_one {
+        return Err(Error::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "M_UNABLE_TO_AUTHORISE_JOIN",
+            "This server cannot tell whether the user is in one of the allowed rooms",
+        ));
+    }
+    if member_of_one {
+        return Err(Error::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "M_UNABLE_TO_GRANT_JOIN",
+            "No member on this server may invite the user; try another server",
+        ));
+    }
+    Err(Error::forbidden(
+        "The user is not in any of the rooms the join rule allows",
+    ))
+}
+
 pub async fn make_membership_template(
     s: &Services,
     origin: &ServerName,
@@ -490,14 +566,16 @@ pub async fn make_membership_template(
     if !participating(s, room_id).await? {
         return Err(Error::not_found("This server is not in the room"));
     }
+    let mut content = json!({"membership": membership});
+    if membership == "join"
+        && let Some(authoriser) = restricted_join_authoriser(s, room_id, user).await?
+    {
+        content["join_authorised_via_users_server"] = json!(authoriser);
+    }
     let lock = s.room_locks.get(room_id);
     let mut guard = lock.lock().await;
     let head: &RoomHead = crate::rooms::head_of(s, room_id, &mut guard).await?;
-    let ev = NewEvent::state(
-        "m.room.member",
-        user.as_str(),
-        json!({"membership": membership}),
-    );
+    let ev = NewEvent::state("m.room.member", user.as_str(), content);
     let (obj, auth_pdus, _) =
         crate::rooms::skeleton(s, head, room_id, user, &ev, origin.as_str()).await?;
     // Would it pass? Refuse now rather than after the remote server signed it.
@@ -571,6 +649,19 @@ pub async fn accept_membership(
         .and_then(CanonicalJsonValue::as_str);
     if m != Some(membership) {
         return Err(Error::bad_json(format!("expected a {membership} event")));
+    }
+    // A restricted join vouched for by one of our users carries our signature too.
+    let mut obj = obj;
+    if membership == "join"
+        && let Some(CanonicalJsonValue::Object(content)) = obj.get("content")
+        && let Some(authoriser) = content
+            .get("join_authorised_via_users_server")
+            .and_then(CanonicalJsonValue::as_str)
+        && ruma::UserId::parse(authoriser).is_ok_and(|u| u.server_name() == s.config.server_name)
+    {
+        let (_, rules) = crate::rooms::room_rules(&s.db, room_id).await?;
+        ganglion_federation::pdu::hash_sign_and_id(&s.key, s.server_name(), &mut obj, &rules)
+            .map_err(Error::internal)?;
     }
     let (id, outcome) = incoming::handle_pdu(s, origin, room_id, obj).await?;
     if &id != event_id {

@@ -167,7 +167,10 @@ pub async fn knock(
     .await
 }
 
-async fn restricted_authoriser(
+/// For a join under a `restricted` or `knock_restricted` rule: a local member with the power
+/// to invite, who may vouch for `user` because the user is joined to one of the rooms the rule
+/// allows (as far as this server knows). `None` when the user is in none of them here.
+pub async fn restricted_authoriser(
     s: &Services,
     room_id: &RoomId,
     user: &UserId,

@@ -20,6 +20,7 @@ backend_tests!(
     join_remote_room_by_alias,
     join_remote_room_by_id_with_server_name_and_via,
     knock_on_remote_room_then_invited,
+    restricted_room_joined_from_another_server,
     messages_both_ways,
     state_both_ways,
     typing_both_ways,
@@ -38,6 +39,11 @@ backend_tests!(
     ganglion_paginates_synapse_history,
     synapse_paginates_ganglion_history,
     presence_with_synapse,
+    synapse_joins_ganglion_restricted_room,
+    ganglion_joins_synapse_restricted_room,
+    synapse_knocks_on_ganglion_room,
+    ganglion_knocks_on_synapse_room,
+    synapse_member_follows_ganglion_upgrade,
 );
 
 /// Upper bound for anything that crosses servers.
@@ -567,6 +573,44 @@ async fn knock_on_remote_room_then_invited(b: Backend) {
     );
     bob.join(&room).await;
     wait_membership(&alice, None, &room, &bob.user_id, "join").await;
+}
+
+async fn restricted_room_joined_from_another_server(b: Backend) {
+    let (a, bn) = two_nodes(b).await;
+    let alice = a.register("alice").await;
+    let space = alice
+        .create_room(json!({"preset": "public_chat", "name": "Dept",
+                            "creation_content": {"type": "m.space"}}))
+        .await;
+    let room = alice
+        .create_room(json!({"preset": "private_chat", "name": "Dept only",
+                            "initial_state": [{"type": "m.room.join_rules", "state_key": "",
+                                "content": {"join_rule": "restricted",
+                                            "allow": [{"type": "m.room_membership",
+                                                       "room_id": space}]}}]}))
+        .await;
+    let bob = bn.register("bob").await;
+    let via = format!("?via={}", enc(&a.server_name));
+    // Not in the space yet: refused.
+    bob.post(&format!("{V3}/join/{}{via}", enc(&room)), &json!({}))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    // In the space: A vouches for him (join_authorised_via_users_server, A's signature).
+    bob.post(&format!("{V3}/join/{}{via}", enc(&space)), &json!({}))
+        .await
+        .ok();
+    bob.post(&format!("{V3}/join/{}{via}", enc(&room)), &json!({}))
+        .await
+        .ok();
+    wait_membership(&alice, None, &room, &bob.user_id, "join").await;
+    let member = alice.state(&room, "m.room.member", &bob.user_id).await.ok();
+    assert_eq!(
+        member["join_authorised_via_users_server"],
+        alice.user_id.as_str(),
+        "{member}"
+    );
+    bob.send_text(&room, "in through the space").await;
+    wait_body(&alice, None, &room, "in through the space").await;
 }
 
 async fn messages_both_ways(b: Backend) {
@@ -1368,4 +1412,174 @@ async fn presence_with_synapse(b: Backend) {
     wait_membership(&alice, None, &room, &sam.user_id, "join").await;
     presence_round_trip(&alice, &sam, "alice is here").await;
     presence_round_trip(&sam, &alice, "sam is here").await;
+}
+
+/// A space and a room only its members may join (`restricted`), created by `c`.
+async fn space_and_restricted_room(c: &Client, version: &str) -> (String, String) {
+    let space = c
+        .create_room(
+            json!({"preset": "public_chat", "name": "Dept", "room_version": version,
+                            "creation_content": {"type": "m.space"}}),
+        )
+        .await;
+    let room = c
+        .create_room(json!({"preset": "private_chat", "name": "Dept only",
+                            "room_version": version,
+                            "initial_state": [{"type": "m.room.join_rules", "state_key": "",
+                                "content": {"join_rule": "restricted",
+                                            "allow": [{"type": "m.room_membership",
+                                                       "room_id": space}]}}]}))
+        .await;
+    (space, room)
+}
+
+/// `c` joins `room` through `server` (`?via=`), raw.
+async fn join_via(c: &Client, room: &str, server: &str) -> Resp {
+    c.post(
+        &format!("{V3}/join/{}?via={}", enc(room), enc(server)),
+        &json!({}),
+    )
+    .await
+}
+
+async fn synapse_joins_ganglion_restricted_room(b: Backend) {
+    if !synapse::enabled_or_skip() {
+        return;
+    }
+    let (g, syn) = tokio::join!(node(b), Synapse::start());
+    let alice = g.register("alice").await;
+    let sam = syn.register("sam").await;
+    let (space, room) = space_and_restricted_room(&alice, "12").await;
+    let refused = join_via(&sam, &room, &g.server_name).await;
+    assert_eq!(refused.0, 403, "{refused:?}");
+    join_via(&sam, &space, &g.server_name).await.ok();
+    join_via(&sam, &room, &g.server_name).await.ok();
+    wait_membership(&alice, None, &room, &sam.user_id, "join").await;
+    both_ways(&alice, &sam, &room).await;
+}
+
+async fn ganglion_joins_synapse_restricted_room(b: Backend) {
+    if !synapse::enabled_or_skip() {
+        return;
+    }
+    let (g, syn) = tokio::join!(node(b), Synapse::start());
+    let alice = g.register("alice").await;
+    let sam = syn.register("sam").await;
+    let (space, room) = space_and_restricted_room(&sam, "10").await;
+    let refused = join_via(&alice, &room, &syn.server_name).await;
+    assert_eq!(refused.0, 403, "{refused:?}");
+    join_via(&alice, &space, &syn.server_name).await.ok();
+    join_via(&alice, &room, &syn.server_name).await.ok();
+    wait_membership(&sam, None, &room, &alice.user_id, "join").await;
+    both_ways(&sam, &alice, &room).await;
+}
+
+fn knock_room_body(version: &str) -> Value {
+    json!({"preset": "private_chat", "name": "Knock here", "room_version": version,
+           "initial_state": [{"type": "m.room.join_rules", "state_key": "",
+                              "content": {"join_rule": "knock"}}]})
+}
+
+async fn synapse_knocks_on_ganglion_room(b: Backend) {
+    if !synapse::enabled_or_skip() {
+        return;
+    }
+    let (g, syn) = tokio::join!(node(b), Synapse::start());
+    let alice = g.register("alice").await;
+    let sam = syn.register("sam").await;
+    let room = alice.create_room(knock_room_body("12")).await;
+    sam.post(
+        &format!("{V3}/knock/{}?via={}", enc(&room), enc(&g.server_name)),
+        &json!({"reason": "hello?"}),
+    )
+    .await
+    .ok();
+    wait_membership(&alice, None, &room, &sam.user_id, "knock").await;
+    alice.invite(&room, &sam.user_id).await.ok();
+    sam.sync_until_within(None, FED_DEADLINE, |s| {
+        !s["rooms"]["invite"][room.as_str()].is_null()
+    })
+    .await;
+    join_via(&sam, &room, &g.server_name).await.ok();
+    wait_membership(&alice, None, &room, &sam.user_id, "join").await;
+}
+
+async fn ganglion_knocks_on_synapse_room(b: Backend) {
+    if !synapse::enabled_or_skip() {
+        return;
+    }
+    let (g, syn) = tokio::join!(node(b), Synapse::start());
+    let alice = g.register("alice").await;
+    let sam = syn.register("sam").await;
+    let room = sam.create_room(knock_room_body("10")).await;
+    alice
+        .post(
+            &format!("{V3}/knock/{}?via={}", enc(&room), enc(&syn.server_name)),
+            &json!({"reason": "hello?"}),
+        )
+        .await
+        .ok();
+    let s = alice
+        .sync_until_within(None, FED_DEADLINE, |s| {
+            !s["rooms"]["knock"][room.as_str()].is_null()
+        })
+        .await;
+    let knock_state = arr(&s["rooms"]["knock"][room.as_str()]["knock_state"]["events"]);
+    assert!(
+        knock_state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Knock here"),
+        "{knock_state:?}"
+    );
+    wait_membership(&sam, None, &room, &alice.user_id, "knock").await;
+    sam.invite(&room, &alice.user_id).await.ok();
+    let s = alice
+        .sync_until_within(None, FED_DEADLINE, |s| {
+            !s["rooms"]["invite"][room.as_str()].is_null()
+        })
+        .await;
+    let invite_state = arr(&s["rooms"]["invite"][room.as_str()]["invite_state"]["events"]);
+    assert!(
+        invite_state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Knock here"),
+        "{invite_state:?}"
+    );
+    alice.join(&room).await;
+    wait_membership(&sam, None, &room, &alice.user_id, "join").await;
+}
+
+async fn synapse_member_follows_ganglion_upgrade(b: Backend) {
+    if !synapse::enabled_or_skip() {
+        return;
+    }
+    let (g, syn) = tokio::join!(node(b), Synapse::start());
+    let alice = g.register("alice").await;
+    let sam = syn.register("sam").await;
+    let old = alice
+        .create_room(json!({"preset": "public_chat", "room_version": "11", "name": "Before"}))
+        .await;
+    join_via(&sam, &old, &g.server_name).await.ok();
+    wait_membership(&alice, None, &old, &sam.user_id, "join").await;
+    let new = alice
+        .post(
+            &format!("{V3}/rooms/{}/upgrade", enc(&old)),
+            &json!({"new_version": "12"}),
+        )
+        .await
+        .ok()["replacement_room"]
+        .as_str()
+        .expect("replacement_room")
+        .to_owned();
+    // Synapse's member sees the tombstone and follows it.
+    sam.sync_until_within(None, FED_DEADLINE, |s| {
+        state_event_in(s, &old, "m.room.tombstone", "")
+            .is_some_and(|e| e["content"]["replacement_room"] == new.as_str())
+    })
+    .await;
+    join_via(&sam, &new, &g.server_name).await.ok();
+    wait_membership(&alice, None, &new, &sam.user_id, "join").await;
+    let create = sam.state(&new, "m.room.create", "").await.ok();
+    assert_eq!(create["predecessor"]["room_id"], old.as_str(), "{create}");
+    both_ways(&alice, &sam, &new).await;
 }
