@@ -727,7 +727,7 @@ pub async fn state_before_event(s: &Services, pdu: &Pdu) -> Result<StateMap> {
     if let Some(sk) = &pdu.state_key {
         let key = (pdu.kind.to_string(), sk.clone());
         map.remove(&key);
-        for prev in &pdu.prev_events {
+        for prev in pdu.prev_events.iter() {
             if let Some(snap) = s.db.snapshot_after_event(prev.as_str()).await?
                 && let Some(v) = s.db.load_snapshot(snap).await?.map.get(&key)
             {

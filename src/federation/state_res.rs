@@ -137,7 +137,7 @@ fn conflicted_subgraph(
         memo.insert(id, false);
         let mut found = false;
         if let Some(ev) = events.get(id) {
-            for a in &ev.auth_events {
+            for a in ev.auth_events.iter() {
                 if reaches_conflicted(a, events, conflicted, memo, depth + 1) {
                     found = true;
                 }
@@ -155,7 +155,7 @@ fn conflicted_subgraph(
             continue;
         }
         if let Some(ev) = events.get(id) {
-            for a in &ev.auth_events {
+            for a in ev.auth_events.iter() {
                 if reaches_conflicted(a, events, &conflicted_ids, &mut reaches, 0) {
                     out.insert(a.clone());
                     stack.push(a);

@@ -438,7 +438,7 @@ pub async fn send_event(
             unsigned.insert("prev_content".into(), prev.content_value());
             unsigned.insert("prev_sender".into(), json!(prev.sender));
         }
-        pdu.unsigned = Some(unsigned);
+        pdu.unsigned = Some(unsigned.into());
     }
 
     let redaction_target = match (&kind, &pdu.redacts) {

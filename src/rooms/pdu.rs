@@ -19,10 +19,11 @@ pub struct Pdu {
     pub sender: OwnedUserId,
     pub kind: TimelineEventType,
     pub state_key: Option<String>,
-    pub content: Box<RawValue>,
+    /// Shared, like `json`: clones out of the event cache copy no event content.
+    pub content: std::sync::Arc<RawValue>,
     pub origin_server_ts: MilliSecondsSinceUnixEpoch,
-    pub prev_events: Vec<OwnedEventId>,
-    pub auth_events: Vec<OwnedEventId>,
+    pub prev_events: std::sync::Arc<[OwnedEventId]>,
+    pub auth_events: std::sync::Arc<[OwnedEventId]>,
     pub depth: i64,
     /// Top-level `redacts` (room versions before 11) or `content.redacts`.
     pub redacts: Option<OwnedEventId>,
@@ -34,7 +35,7 @@ pub struct Pdu {
     /// (device id, transaction id) of the local client request that sent it.
     pub local_txn: Option<(String, String)>,
     /// Server-side unsigned data (prev_content, replaces_state, transaction id handled apart).
-    pub unsigned: Option<Map<String, Value>>,
+    pub unsigned: Option<std::sync::Arc<Map<String, Value>>>,
     /// The full PDU as canonical JSON (what federation sends and signatures cover); shared, as
     /// events are cloned out of caches often and changed never.
     pub json: std::sync::Arc<CanonicalJsonObject>,
@@ -104,10 +105,10 @@ impl Pdu {
             sender: f.sender,
             kind: f.kind,
             state_key: f.state_key,
-            content: f.content,
+            content: f.content.into(),
             origin_server_ts: MilliSecondsSinceUnixEpoch(f.origin_server_ts),
-            prev_events: f.prev_events,
-            auth_events: f.auth_events,
+            prev_events: f.prev_events.into(),
+            auth_events: f.auth_events.into(),
             depth: f.depth.map(|d| u64::from(d) as i64).unwrap_or(0),
             redacts,
             rejected: false,
@@ -152,7 +153,7 @@ impl Pdu {
         if let Some(r) = &self.redacts {
             ev.insert("redacts".into(), json!(r));
         }
-        let mut unsigned = self.unsigned.clone().unwrap_or_default();
+        let mut unsigned = self.unsigned.as_deref().cloned().unwrap_or_default();
         if let Some(CanonicalJsonValue::Object(u)) = self.json.get("unsigned")
             && let Some(v) = u.get("redacted_because")
         {

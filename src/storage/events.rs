@@ -71,7 +71,9 @@ pub fn pdu_from_row(row: &AnyRow) -> Result<Pdu> {
     let txn_device: Option<String> = row.try_get("txn_device")?;
     pdu.local_txn = txn_device.zip(txn_id);
     if let Some(u) = row.try_get::<Option<String>, _>("unsigned")? {
-        pdu.unsigned = serde_json::from_str::<Map<String, Value>>(&u).ok();
+        pdu.unsigned = serde_json::from_str::<Map<String, Value>>(&u)
+            .ok()
+            .map(Into::into);
     }
     Ok(pdu)
 }
@@ -147,7 +149,7 @@ impl Db {
             txn_device: txn.as_ref().map(|t| t.device_id.to_owned()),
             unsigned: pdu
                 .unsigned
-                .as_ref()
+                .as_deref()
                 .map(serde_json::to_string)
                 .transpose()?,
             prev_events: pdu.prev_events.iter().map(|e| e.to_string()).collect(),
@@ -722,7 +724,7 @@ impl ExtremityChanges {
     /// `pdu` becomes a forward extremity and the events it references stop being ones.
     pub fn add(&mut self, pdu: &Pdu) {
         let (removed, added) = self.rooms.entry(pdu.room_id.to_string()).or_default();
-        for prev in &pdu.prev_events {
+        for prev in pdu.prev_events.iter() {
             match added.iter().position(|e| e == prev.as_str()) {
                 Some(i) => {
                     added.remove(i);

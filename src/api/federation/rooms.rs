@@ -172,7 +172,7 @@ async fn walk_back(
         } else {
             seen.insert(id.clone());
             if let Some(p) = s.db.get_pdu(id.as_str()).await? {
-                for prev in &p.prev_events {
+                for prev in p.prev_events.iter() {
                     if !stop.contains(prev) && seen.insert(prev.clone()) {
                         queue.push_back(prev.clone());
                     }
@@ -193,7 +193,7 @@ async fn walk_back(
         if p.room_id != room_id || p.depth < min_depth || p.rejected {
             continue;
         }
-        for prev in &p.prev_events {
+        for prev in p.prev_events.iter() {
             if !stop.contains(prev) && seen.insert(prev.clone()) {
                 queue.push_back(prev.clone());
             }
