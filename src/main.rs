@@ -1,4 +1,4 @@
-//! The `ganglion` command: serve, generate-config, check-config.
+//! The `ganglion` command: serve, generate-config, check-config, rotate-key, register-user.
 
 use std::path::PathBuf;
 
@@ -34,6 +34,60 @@ enum Command {
     /// Replace the server's signing key with a new one. The old public key is kept (published
     /// as `old_verify_keys`) so what it signed still verifies. Restart the server afterwards.
     RotateKey,
+    /// Create an account on the running server through its shared-secret registration
+    /// (`[registration] shared_secret` must be set). The password is read from standard input.
+    RegisterUser {
+        /// The new user's localpart (`alice` for @alice:server_name).
+        username: String,
+        /// Make the account a server admin (e.g. to read content reports).
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// Reads the password (one line of standard input) and registers the account.
+fn register_user(config: &Config, username: &str, admin: bool) -> std::process::ExitCode {
+    use std::io::{BufRead, IsTerminal, Write};
+    if std::io::stdin().is_terminal() {
+        eprint!("password for {username} (shown as typed): ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut password = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut password) {
+        eprintln!("error: cannot read the password: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("error: empty password");
+        return std::process::ExitCode::from(2);
+    }
+    ganglion_federation::tls::install_default_provider();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(ganglion::users::register::register_with_shared_secret(
+        config, username, password, admin,
+    )) {
+        Ok(user_id) => {
+            println!(
+                "registered {user_id}{}",
+                if admin { " (admin)" } else { "" }
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -87,6 +141,16 @@ fn main() -> std::process::ExitCode {
                     std::process::ExitCode::FAILURE
                 }
             }
+        }
+        Some(Command::RegisterUser { username, admin }) => {
+            let config = match load_config(cli.config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            register_user(&config, &username, admin)
         }
         Some(Command::Serve) | None => {
             let config = match load_config(cli.config.as_ref()) {

@@ -79,24 +79,18 @@ impl Nonces {
     }
 }
 
-/// Checks the Synapse-compatible registration MAC: HMAC-SHA1 over
-/// `nonce NUL username NUL password NUL ("admin" | "notadmin") [NUL user_type]`, hex-encoded.
-pub fn registration_mac_ok(
+/// The Synapse-compatible registration MAC: HMAC-SHA1 over
+/// `nonce NUL username NUL password NUL ("admin" | "notadmin") [NUL user_type]`.
+fn registration_mac(
     secret: &str,
     nonce: &str,
     username: &str,
     password: &str,
     admin: bool,
     user_type: Option<&str>,
-    mac_hex: &str,
-) -> bool {
+) -> Option<hmac::Hmac<sha1::Sha1>> {
     use hmac::{Hmac, Mac};
-    let Ok(given) = hex::decode(mac_hex.trim()) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()) else {
-        return false;
-    };
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).ok()?;
     mac.update(nonce.as_bytes());
     mac.update(b"\0");
     mac.update(username.as_bytes());
@@ -112,7 +106,86 @@ pub fn registration_mac_ok(
         mac.update(b"\0");
         mac.update(t.as_bytes());
     }
-    mac.verify_slice(&given).is_ok()
+    Some(mac)
+}
+
+/// Checks a registration MAC (hex-encoded), in constant time.
+pub fn registration_mac_ok(
+    secret: &str,
+    nonce: &str,
+    username: &str,
+    password: &str,
+    admin: bool,
+    user_type: Option<&str>,
+    mac_hex: &str,
+) -> bool {
+    use hmac::Mac;
+    let Ok(given) = hex::decode(mac_hex.trim()) else {
+        return false;
+    };
+    registration_mac(secret, nonce, username, password, admin, user_type)
+        .is_some_and(|m| m.verify_slice(&given).is_ok())
+}
+
+/// `ganglion register-user`: creates an account on the running server through its
+/// shared-secret registration endpoint (as Synapse's `register_new_matrix_user` does), reaching
+/// the client listener of `config`. Returns the new user id.
+pub async fn register_with_shared_secret(
+    config: &crate::config::Config,
+    username: &str,
+    password: &str,
+    admin: bool,
+) -> std::result::Result<String, String> {
+    use hmac::Mac;
+    let secret = config
+        .registration
+        .shared_secret
+        .as_deref()
+        .ok_or("[registration] shared_secret is not set in the configuration")?;
+    let mut addr = config.client.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}/_synapse/admin/v1/register");
+    let http = reqwest::Client::new();
+    let answer = |e: reqwest::Error| format!("cannot reach the server at {url}: {e}");
+    let nonce: serde_json::Value = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(answer)?
+        .json()
+        .await
+        .map_err(answer)?;
+    let nonce = nonce
+        .get("nonce")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| format!("the server at {url} gave no nonce: {nonce}"))?;
+    let mac = registration_mac(secret, nonce, username, password, admin, None)
+        .ok_or("the shared secret cannot key an HMAC")?
+        .finalize()
+        .into_bytes();
+    let body = serde_json::json!({
+        "nonce": nonce,
+        "username": username,
+        "password": password,
+        "admin": admin,
+        "mac": hex::encode(mac),
+    });
+    let resp = http.post(&url).json(&body).send().await.map_err(answer)?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.map_err(answer)?;
+    if !status.is_success() {
+        return Err(format!(
+            "registration refused ({status}): {} {}",
+            v["errcode"].as_str().unwrap_or(""),
+            v["error"].as_str().unwrap_or("")
+        ));
+    }
+    v.get("user_id")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("unexpected answer: {v}"))
 }
 
 #[cfg(test)]

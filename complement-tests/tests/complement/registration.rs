@@ -18,6 +18,7 @@ backend_tests!(
     shared_secret_register_rejects_bad_mac_and_reused_nonce,
     shared_secret_register_disabled_without_secret,
     shared_secret_register_works_when_registration_disabled,
+    register_user_command_uses_shared_secret,
 );
 
 fn user_id_localpart_is_valid(user_id: &str, server_name: &str) -> bool {
@@ -521,4 +522,71 @@ async fn shared_secret_register_works_when_registration_disabled(b: Backend) {
         .ok();
     assert_eq!(body["user_id"], server.user_id("staff"));
     anon.login("staff", "pw-staff-Secret1!").await;
+}
+
+/// `ganglion --config FILE register-user NAME [--admin]`, the password on standard input.
+fn register_user_command(
+    server: &Server,
+    name: &str,
+    admin: bool,
+    password: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("--config")
+        .arg(server.config_path())
+        .arg("register-user")
+        .arg(name);
+    if admin {
+        cmd.arg("--admin");
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ganglion register-user");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write password");
+    child.wait_with_output().expect("register-user finishes")
+}
+
+async fn register_user_command_uses_shared_secret(b: Backend) {
+    let server = start_with(b, secret_opts()).await;
+    let out = tokio::task::block_in_place(|| {
+        register_user_command(&server, "root", true, "pw-root-Secret1!")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&server.user_id("root")), "{stdout}");
+    let root = server.client().login("root", "pw-root-Secret1!").await;
+    // An admin: the admin API answers.
+    root.get("/_synapse/admin/v1/event_reports").await.ok();
+    // A taken name is refused with the server's reason.
+    let again = tokio::task::block_in_place(|| {
+        register_user_command(&server, "root", false, "other-Passw0rd!")
+    });
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("M_USER_IN_USE"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // Without a shared secret in the configuration it says so.
+    let plain = start(b).await;
+    let out = tokio::task::block_in_place(|| register_user_command(&plain, "x", false, "pw"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shared_secret"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
