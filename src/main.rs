@@ -90,6 +90,14 @@ fn register_user(config: &Config, username: &str, admin: bool) -> std::process::
     }
 }
 
+/// The configuration, or (having said why) the exit code for a bad one.
+fn config_or_exit(path: Option<&PathBuf>) -> Result<Config, std::process::ExitCode> {
+    load_config(path).map_err(|e| {
+        eprintln!("error: {e}");
+        std::process::ExitCode::from(2)
+    })
+}
+
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     match path {
         Some(p) => Config::load(p).map_err(|e| e.0),
@@ -116,12 +124,9 @@ fn main() -> std::process::ExitCode {
             }
         },
         Some(Command::RotateKey) => {
-            let config = match load_config(cli.config.as_ref()) {
+            let config = match config_or_exit(cli.config.as_ref()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return std::process::ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -143,22 +148,16 @@ fn main() -> std::process::ExitCode {
             }
         }
         Some(Command::RegisterUser { username, admin }) => {
-            let config = match load_config(cli.config.as_ref()) {
+            let config = match config_or_exit(cli.config.as_ref()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return std::process::ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             register_user(&config, &username, admin)
         }
         Some(Command::Serve) | None => {
-            let config = match load_config(cli.config.as_ref()) {
+            let config = match config_or_exit(cli.config.as_ref()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return std::process::ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             init_logging(&config.logging.level);
             // One process-wide rustls provider (ring) for every TLS user.

@@ -50,6 +50,31 @@ fn remote_err(server: &ServerName, e: impl std::fmt::Display) -> Error {
     )
 }
 
+/// The error a client gets when a resident server would not give a membership template.
+fn template_refused(server: &ServerName, e: &ganglion_federation::FederationError) -> Error {
+    match e.errcode() {
+        Some("M_FORBIDDEN") => Error::forbidden(format!("{server}: {e}")),
+        Some("M_INCOMPATIBLE_ROOM_VERSION") | Some("M_UNSUPPORTED_ROOM_VERSION") => Error::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "M_INCOMPATIBLE_ROOM_VERSION",
+            format!("{server}: {e}"),
+        ),
+        _ => remote_err(server, e),
+    }
+}
+
+fn check_version_supported(version: &RoomVersionId) -> Result<()> {
+    if SUPPORTED_ROOM_VERSIONS.contains(&version.as_str()) {
+        Ok(())
+    } else {
+        Err(Error::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "M_INCOMPATIBLE_ROOM_VERSION",
+            format!("room version {version} is not supported here"),
+        ))
+    }
+}
+
 /// Turns a template from `make_join`/`make_leave` into our signed event: fresh timestamp, our
 /// origin where the version has one, content fields we add, hashes, signature and event id.
 fn sign_template(
@@ -114,28 +139,12 @@ pub async fn remote_join(
             Ok(m) => m,
             Err(e) => {
                 tracing::info!(%room_id, %server, "make_join failed: {e}");
-                last_err = match e.errcode() {
-                    Some("M_FORBIDDEN") => Error::forbidden(format!("{server}: {e}")),
-                    Some("M_INCOMPATIBLE_ROOM_VERSION") | Some("M_UNSUPPORTED_ROOM_VERSION") => {
-                        Error::new(
-                            axum::http::StatusCode::BAD_REQUEST,
-                            "M_INCOMPATIBLE_ROOM_VERSION",
-                            format!("{server}: {e}"),
-                        )
-                    }
-                    _ => remote_err(server, e),
-                };
+                last_err = template_refused(server, &e);
                 continue;
             }
         };
         let version = made.room_version.unwrap_or(RoomVersionId::V1);
-        if !SUPPORTED_ROOM_VERSIONS.contains(&version.as_str()) {
-            return Err(Error::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "M_INCOMPATIBLE_ROOM_VERSION",
-                format!("room version {version} is not supported here"),
-            ));
-        }
+        check_version_supported(&version)?;
         let template = parse_obj(&made.event)?;
         match finish_remote_join(s, server, room_id, user, &version, template, &content).await {
             Ok(pdu) => return Ok(pdu),
@@ -363,28 +372,12 @@ pub async fn remote_knock(
             Ok(m) => m,
             Err(e) => {
                 tracing::info!(%room_id, %server, "make_knock failed: {e}");
-                last_err = match e.errcode() {
-                    Some("M_FORBIDDEN") => Error::forbidden(format!("{server}: {e}")),
-                    Some("M_INCOMPATIBLE_ROOM_VERSION") | Some("M_UNSUPPORTED_ROOM_VERSION") => {
-                        Error::new(
-                            axum::http::StatusCode::BAD_REQUEST,
-                            "M_INCOMPATIBLE_ROOM_VERSION",
-                            format!("{server}: {e}"),
-                        )
-                    }
-                    _ => remote_err(server, e),
-                };
+                last_err = template_refused(server, &e);
                 continue;
             }
         };
         let version = made.room_version;
-        if !SUPPORTED_ROOM_VERSIONS.contains(&version.as_str()) {
-            return Err(Error::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "M_INCOMPATIBLE_ROOM_VERSION",
-                format!("room version {version} is not supported here"),
-            ));
-        }
+        check_version_supported(&version)?;
         let template = parse_obj(&made.event)?;
         let (event_id, signed) = sign_template(s, &version, template, user, &content)?;
         {

@@ -19,6 +19,18 @@ fn member_content(membership: &str, reason: Option<&str>) -> Map<String, Value> 
     c
 }
 
+/// Sends `sender`'s member event for `target` with this content.
+async fn send_member(
+    s: &Services,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    content: Map<String, Value>,
+) -> Result<Pdu> {
+    let ev = NewEvent::state("m.room.member", target.as_str(), Value::Object(content));
+    send_event(s, room_id, sender, ev, None).await
+}
+
 async fn with_profile(
     s: &Services,
     user: &UserId,
@@ -104,14 +116,7 @@ async fn join_event(
             content.insert("join_authorised_via_users_server".into(), json!(authoriser));
         }
     }
-    send_event(
-        s,
-        room_id,
-        user,
-        NewEvent::state("m.room.member", user.as_str(), Value::Object(content)),
-        None,
-    )
-    .await
+    send_member(s, room_id, user, user, content).await
 }
 
 /// Knocks on a room: asks to be let in (join rule `knock` or `knock_restricted`). A room this
@@ -157,14 +162,7 @@ pub async fn knock(
     if s.db.room_version(room_id.as_str()).await?.is_none() {
         return Err(Error::not_found("This server does not know the room"));
     }
-    send_event(
-        s,
-        room_id,
-        user,
-        NewEvent::state("m.room.member", user.as_str(), Value::Object(content)),
-        None,
-    )
-    .await
+    send_member(s, room_id, user, user, content).await
 }
 
 /// For a join under a `restricted` or `knock_restricted` rule: a local member with the power
@@ -243,14 +241,7 @@ pub async fn invite(
     if is_direct {
         content.insert("is_direct".into(), json!(true));
     }
-    send_event(
-        s,
-        room_id,
-        sender,
-        NewEvent::state("m.room.member", target.as_str(), Value::Object(content)),
-        None,
-    )
-    .await
+    send_member(s, room_id, sender, target, content).await
 }
 
 /// leave (sender == target), kick (leave of another), ban, unban (leave of a banned user).
@@ -292,14 +283,7 @@ pub async fn set_membership(
             .ok_or_else(|| Error::internal("leave event not stored"));
     }
     let content = member_content(membership, reason);
-    send_event(
-        s,
-        room_id,
-        sender,
-        NewEvent::state("m.room.member", target.as_str(), Value::Object(content)),
-        None,
-    )
-    .await
+    send_member(s, room_id, sender, target, content).await
 }
 
 /// What `GET /members` asks for.

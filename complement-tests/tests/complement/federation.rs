@@ -524,6 +524,24 @@ async fn join_remote_room_by_id_with_server_name_and_via(b: Backend) {
     wait_membership(&alice, None, &room, &carol.user_id, "join").await;
 }
 
+/// Waits until `c`'s sync has `room` in the `knock` or `invite` section; its stripped state.
+async fn wait_stripped_state(c: &Client, room: &str, section: &str) -> Vec<Value> {
+    let s = c
+        .sync_until_within(None, FED_DEADLINE, |s| !s["rooms"][section][room].is_null())
+        .await;
+    arr(&s["rooms"][section][room][format!("{section}_state")]["events"])
+}
+
+#[track_caller]
+fn assert_named(stripped: &[Value], name: &str) {
+    assert!(
+        stripped
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == name),
+        "no m.room.name {name:?} in {stripped:?}"
+    );
+}
+
 async fn knock_on_remote_room_then_invited(b: Backend) {
     let (a, bn) = two_nodes(b).await;
     let alice = a.register("alice").await;
@@ -544,33 +562,13 @@ async fn knock_on_remote_room_then_invited(b: Backend) {
         .ok();
     assert_eq!(body["room_id"], room);
     // The knocker's server shows the room's public state as the resident server sent it.
-    let s = bob
-        .sync_until_within(None, FED_DEADLINE, |s| {
-            !s["rooms"]["knock"][room.as_str()].is_null()
-        })
-        .await;
-    let knock_state = arr(&s["rooms"]["knock"][room.as_str()]["knock_state"]["events"]);
-    assert!(
-        knock_state
-            .iter()
-            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Remote door"),
-        "{knock_state:?}"
-    );
+    let knock_state = wait_stripped_state(&bob, &room, "knock").await;
+    assert_named(&knock_state, "Remote door");
     wait_membership(&alice, None, &room, &bob.user_id, "knock").await;
     // Let in: the invite crosses over with the room's state, and bob joins.
     alice.invite(&room, &bob.user_id).await.ok();
-    let s = bob
-        .sync_until_within(None, FED_DEADLINE, |s| {
-            !s["rooms"]["invite"][room.as_str()].is_null()
-        })
-        .await;
-    let invite_state = arr(&s["rooms"]["invite"][room.as_str()]["invite_state"]["events"]);
-    assert!(
-        invite_state
-            .iter()
-            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Remote door"),
-        "{invite_state:?}"
-    );
+    let invite_state = wait_stripped_state(&bob, &room, "invite").await;
+    assert_named(&invite_state, "Remote door");
     bob.join(&room).await;
     wait_membership(&alice, None, &room, &bob.user_id, "join").await;
 }
@@ -1519,32 +1517,12 @@ async fn ganglion_knocks_on_synapse_room(b: Backend) {
         )
         .await
         .ok();
-    let s = alice
-        .sync_until_within(None, FED_DEADLINE, |s| {
-            !s["rooms"]["knock"][room.as_str()].is_null()
-        })
-        .await;
-    let knock_state = arr(&s["rooms"]["knock"][room.as_str()]["knock_state"]["events"]);
-    assert!(
-        knock_state
-            .iter()
-            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Knock here"),
-        "{knock_state:?}"
-    );
+    let knock_state = wait_stripped_state(&alice, &room, "knock").await;
+    assert_named(&knock_state, "Knock here");
     wait_membership(&sam, None, &room, &alice.user_id, "knock").await;
     sam.invite(&room, &alice.user_id).await.ok();
-    let s = alice
-        .sync_until_within(None, FED_DEADLINE, |s| {
-            !s["rooms"]["invite"][room.as_str()].is_null()
-        })
-        .await;
-    let invite_state = arr(&s["rooms"]["invite"][room.as_str()]["invite_state"]["events"]);
-    assert!(
-        invite_state
-            .iter()
-            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Knock here"),
-        "{invite_state:?}"
-    );
+    let invite_state = wait_stripped_state(&alice, &room, "invite").await;
+    assert_named(&invite_state, "Knock here");
     alice.join(&room).await;
     wait_membership(&sam, None, &room, &alice.user_id, "join").await;
 }

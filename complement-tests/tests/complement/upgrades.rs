@@ -20,6 +20,14 @@ async fn upgrade(c: &Client, room: &str, version: &str) -> Resp {
     .await
 }
 
+/// The replacement room of a successful upgrade answer.
+fn replacement(resp: Resp) -> String {
+    resp.ok()["replacement_room"]
+        .as_str()
+        .expect("replacement_room")
+        .to_owned()
+}
+
 async fn upgrade_carries_state_aliases_and_bans(b: Backend) {
     let server = start(b).await;
     let alice = server.register("alice").await;
@@ -45,10 +53,7 @@ async fn upgrade_carries_state_aliases_and_bans(b: Backend) {
         .await
         .ok();
 
-    let new = upgrade(&alice, &old, "12").await.ok()["replacement_room"]
-        .as_str()
-        .expect("replacement_room")
-        .to_owned();
+    let new = replacement(upgrade(&alice, &old, "12").await);
     assert_ne!(new, old);
 
     let create = alice.state(&new, "m.room.create", "").await.ok();
@@ -162,11 +167,8 @@ async fn upgrade_to_v12_keeps_creators_out_of_power_levels(b: Backend) {
             &format!("{V3}/rooms/{}/upgrade", enc(&old)),
             &json!({"new_version": "12", "additional_creators": [alice.user_id]}),
         )
-        .await
-        .ok()["replacement_room"]
-        .as_str()
-        .expect("replacement_room")
-        .to_owned();
+        .await;
+    let new = replacement(new);
     let create = bob.state(&new, "m.room.create", "").await.ok();
     assert_eq!(create["additional_creators"], json!([alice.user_id]));
     let new_pl = bob.state(&new, "m.room.power_levels", "").await.ok();
@@ -234,10 +236,7 @@ async fn joining_the_new_room_carries_over_settings(b: Backend) {
     .await
     .ok();
 
-    let new = upgrade(&alice, &old, "12").await.ok()["replacement_room"]
-        .as_str()
-        .expect("replacement_room")
-        .to_owned();
+    let new = replacement(upgrade(&alice, &old, "12").await);
     bob.join(&new).await;
 
     let tags = bob
