@@ -218,18 +218,18 @@ impl Db {
             .execute(&mut **tx)
             .await?;
         let edges: Vec<(&str, &str)> = rows.iter().flat_map(|r| r.refs(&r.prev_events)).collect();
-        insert_json_pairs(
+        insert_edges(
             tx,
             dialect,
-            "INSERT INTO event_edges (event_id, prev_event_id)",
+            "event_edges (stream_ordering, prev_event_id)",
             &edges,
         )
         .await?;
         let auth: Vec<(&str, &str)> = rows.iter().flat_map(|r| r.refs(&r.auth_events)).collect();
-        insert_json_pairs(
+        insert_edges(
             tx,
             dialect,
-            "INSERT INTO event_auth (event_id, auth_event_id)",
+            "event_auth (stream_ordering, auth_event_id)",
             &auth,
         )
         .await
@@ -759,6 +759,37 @@ async fn insert_json_pairs(
     let array: Vec<[&str; 2]> = pairs.iter().map(|(a, b)| [*a, *b]).collect();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "{insert} {select} ON CONFLICT DO NOTHING"
+    )))
+    .bind(serde_json::to_string(&array)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Inserts (event id, other event id) edges into `table (stream_ordering, other)`, keyed by the
+/// stored event's stream position (events already stored keep their position and edges).
+async fn insert_edges(
+    tx: &mut Tx<'_>,
+    dialect: super::Dialect,
+    table: &str,
+    pairs: &[(&str, &str)],
+) -> Result<()> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let select = match dialect {
+        super::Dialect::Sqlite => {
+            "SELECT e.stream_ordering, j.value->>1 FROM json_each($1) j
+             JOIN events e ON e.event_id = j.value->>0 WHERE true"
+        }
+        super::Dialect::Postgres => {
+            "SELECT e.stream_ordering, j.v->>1 FROM json_array_elements($1::json) AS j(v)
+             JOIN events e ON e.event_id = j.v->>0"
+        }
+    };
+    let array: Vec<[&str; 2]> = pairs.iter().map(|(a, b)| [*a, *b]).collect();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} {select} ON CONFLICT DO NOTHING"
     )))
     .bind(serde_json::to_string(&array)?)
     .execute(&mut **tx)

@@ -60,7 +60,9 @@ impl Db {
             let mut next = Vec::new();
             for chunk in frontier.chunks(500) {
                 let sql = format!(
-                    "SELECT DISTINCT auth_event_id FROM event_auth WHERE event_id IN ({})",
+                    "SELECT DISTINCT a.auth_event_id FROM event_auth a
+                     JOIN events e ON a.stream_ordering = e.stream_ordering
+                     WHERE e.event_id IN ({})",
                     placeholders(1, chunk.len())
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -120,6 +122,16 @@ impl Db {
 
     /// Turns a stored outlier into a timeline event (it was fetched before it was reached).
     pub async fn delete_outlier(tx: &mut Tx<'_>, event_id: &str) -> Result<()> {
+        // Its edges are keyed by the position it had; they come again with the event.
+        for table in ["event_edges", "event_auth"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE stream_ordering IN
+                 (SELECT stream_ordering FROM events WHERE event_id = $1 AND outlier = 1)"
+            )))
+            .bind(event_id)
+            .execute(&mut **tx)
+            .await?;
+        }
         sqlx::query("DELETE FROM events WHERE event_id = $1 AND outlier = 1")
             .bind(event_id)
             .execute(&mut **tx)
@@ -132,7 +144,7 @@ impl Db {
     pub async fn backward_extremities(&self, room_id: &str, limit: i64) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT DISTINCT ed.prev_event_id FROM events e
-             JOIN event_edges ed ON ed.event_id = e.event_id
+             JOIN event_edges ed ON ed.stream_ordering = e.stream_ordering
              LEFT JOIN events p ON p.event_id = ed.prev_event_id
              WHERE e.room_id = $1 AND e.outlier = 0 AND e.rejected = 0
              AND (p.event_id IS NULL OR p.outlier = 1)

@@ -33,6 +33,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_event_tables"),
     migration!(8, "0008_server_state"),
     migration!(9, "0009_reports"),
+    migration!(10, "0010_edges_by_position"),
 ];
 
 pub async fn run(db: &Db) -> Result<()> {
