@@ -10,12 +10,16 @@ use crate::{
 
 pub async fn run(config: Config) -> Result<()> {
     let listen = config.client.listen;
-    let state = Services::start(config).await?;
-    spawn_background(state.clone());
-    let app = crate::api::router(state.clone());
+    // The port and the data directory are taken before the database is opened (and migrated):
+    // a second server started by mistake stops here instead of changing the schema under the
+    // first.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::internal(format!("cannot listen on {listen}: {e}")))?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let state = Services::start(config).await?;
+    spawn_background(state.clone());
+    let app = crate::api::router(state.clone());
     tracing::info!(
         server_name = %state.config.server_name,
         %listen,
@@ -38,6 +42,32 @@ pub async fn run(config: Config) -> Result<()> {
     }
     tracing::info!("shut down");
     Ok(())
+}
+
+/// An exclusive lock on `data_dir/ganglion.lock`, held while the server runs: one server per
+/// data directory (its SQLite database, signing key and media).
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::internal(format!("cannot create data_dir {}: {e}", dir.display())))?;
+    let path = dir.join("ganglion.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::internal(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::internal(format!(
+            "another ganglion process is using {} (it holds {})",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::internal(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;

@@ -4,7 +4,11 @@ use std::sync::{Arc, Mutex};
 
 use crate::prelude::*;
 
-backend_tests!(data_survives_restart, acknowledged_events_survive_sigkill);
+backend_tests!(
+    data_survives_restart,
+    acknowledged_events_survive_sigkill,
+    second_server_on_the_same_data_refuses_to_start,
+);
 
 async fn data_survives_restart(b: Backend) {
     let mut server = start(b).await;
@@ -158,4 +162,39 @@ async fn acknowledged_events_survive_sigkill(b: Backend) {
     }
     // The room is writable again.
     alice.send_text(&room, "alive").await;
+}
+
+/// A second process started on a running server's configuration (same port), or on its data
+/// directory with another port, stops before touching the database; the first keeps serving.
+async fn second_server_on_the_same_data_refuses_to_start(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let run = |config: &std::path::Path| {
+        let out = std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run a second ganglion");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = tokio::task::block_in_place(|| run(&server.config_path()));
+    assert!(!ok && err.contains("cannot listen"), "{err}");
+    // Same data directory, another port.
+    let text = std::fs::read_to_string(server.config_path()).expect("read config");
+    let port = complement_tests::free_port_on(server.ip());
+    let other = text.replace(
+        &format!("{}:{}", server.ip(), server.port()),
+        &format!("{}:{port}", server.ip()),
+    );
+    assert_ne!(other, text, "the listen line was not found");
+    let other_path = server.dir().join("second.toml");
+    std::fs::write(&other_path, other).expect("write config");
+    let (ok, err) = tokio::task::block_in_place(|| run(&other_path));
+    assert!(!ok && err.contains("another ganglion process"), "{err}");
+    alice.whoami().await.ok();
+    alice.create_room(json!({})).await;
 }
