@@ -204,8 +204,14 @@ async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool, Vec<St
     // Device lists and presence of users we share rooms with.
     let want_devices = !initial && changed(StreamKind::DeviceLists);
     let want_presence = changed(StreamKind::Presence);
+    // The user's own devices count too, even when they share no room with anyone (clients
+    // refresh their own keys from this after cross-signing changes).
     let sharing = if want_devices || want_presence {
-        s.db.users_sharing_rooms(&req.user_id).await?
+        let mut users = s.db.users_sharing_rooms(&req.user_id).await?;
+        if !users.iter().any(|u| u == &req.user_id) {
+            users.push(req.user_id.clone());
+        }
+        users
     } else {
         Vec::new()
     };

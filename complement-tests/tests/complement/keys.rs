@@ -18,6 +18,7 @@ backend_tests!(
     key_backup_version_is_not_found,
     send_to_device_to_unknown_user_is_dropped,
     concurrent_claims_get_distinct_keys,
+    own_device_changes_reach_a_user_in_no_rooms,
 );
 
 async fn upload_keys(c: &Client, otks: usize) -> DeviceKeys {
@@ -510,4 +511,19 @@ async fn concurrent_claims_get_distinct_keys(b: Backend) {
     }
     assert_eq!(ids.len(), 12);
     assert_eq!(otk_count(&alice).await, 0);
+}
+
+/// A user who shares no room with anyone still hears of their own device changes (a new
+/// device's keys), which is how their clients refresh their own keys.
+async fn own_device_changes_reach_a_user_in_no_rooms(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let since = alice.sync_token().await;
+    let second = alice.login_again().await;
+    upload_keys(&second, 0).await;
+    alice
+        .sync_until(Some(&since), |s| {
+            arr(&s["device_lists"]["changed"]).contains(&json!(alice.user_id))
+        })
+        .await;
 }
