@@ -246,7 +246,9 @@ pub async fn changes(
     to: i64,
 ) -> Result<(Vec<String>, Vec<String>)> {
     let me = user_id.as_str();
-    let sharing: BTreeSet<String> = s.db.users_sharing_rooms(me).await?.into_iter().collect();
+    let mut sharing: BTreeSet<String> = s.db.users_sharing_rooms(me).await?.into_iter().collect();
+    // The user's own devices count even when they share no room.
+    sharing.insert(me.to_owned());
     let mut changed: BTreeSet<String> =
         s.db.device_lists_changed_between(from, to)
             .await?
