@@ -63,15 +63,9 @@ fn register_user(config: &Config, username: &str, admin: bool) -> std::process::
         return std::process::ExitCode::from(2);
     }
     ganglion_federation::tls::install_default_provider();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(ganglion::users::register::register_with_shared_secret(
         config, username, password, admin,
@@ -88,6 +82,16 @@ fn register_user(config: &Config, username: &str, admin: bool) -> std::process::
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A tokio runtime from `builder`, or (having said why) the exit code.
+fn runtime(
+    mut builder: tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        std::process::ExitCode::FAILURE
+    })
 }
 
 /// The configuration, or (having said why) the exit code for a bad one.
@@ -162,15 +166,9 @@ fn main() -> std::process::ExitCode {
             init_logging(&config.logging.level);
             // One process-wide rustls provider (ring) for every TLS user.
             ganglion_federation::tls::install_default_provider();
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match rt.block_on(ganglion::server::run(config)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
