@@ -199,8 +199,9 @@ fn tune_allocator() {
 fn init_logging(level: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    // ruma's auth checks log every decision at info; keep them quiet unless asked for.
-    let directives = format!("{level},ruma_state_res=warn,sqlx=warn");
+    // ruma's auth checks log every decision at info, and its push-rule matching opens an
+    // info span per JSON field of every event it looks at; keep both quiet unless asked for.
+    let directives = format!("{level},ruma_state_res=warn,ruma_common=warn,sqlx=warn");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
