@@ -60,6 +60,11 @@ struct Args {
     /// initial-sync: events sent to each room during set-up.
     #[arg(long, default_value_t = 100)]
     events_per_room: usize,
+    /// initial-sync: the events come from a second member of each room (so the synced user
+    /// has unread messages, and every one is evaluated against their push rules), instead
+    /// of from the syncing user.
+    #[arg(long)]
+    isync_other_sender: bool,
     /// initial-sync: number of timed full syncs.
     #[arg(long, default_value_t = 10)]
     sync_repeats: usize,
@@ -233,6 +238,7 @@ async fn run(args: Args, scenarios: Vec<Scenario>) -> Result<()> {
                         args.rooms,
                         args.events_per_room,
                         args.sync_repeats,
+                        args.isync_other_sender,
                     ),
                 )
                 .await
@@ -318,7 +324,14 @@ fn print_table(o: &Value) {
     if m["before"].is_object() {
         row("RSS before MB", fmt_ms(&m["before"]["rss_mb"]));
         row("RSS after MB", fmt_ms(&m["after"]["rss_mb"]));
-        row("RssAnon before / after MB", format!("{} / {}", fmt_ms(&m["before"]["anon_mb"]), fmt_ms(&m["after"]["anon_mb"])));
+        row(
+            "RssAnon before / after MB",
+            format!(
+                "{} / {}",
+                fmt_ms(&m["before"]["anon_mb"]),
+                fmt_ms(&m["after"]["anon_mb"])
+            ),
+        );
         row("peak RSS (VmHWM) MB", fmt_ms(&m["after"]["hwm_mb"]));
     }
     row("429 responses (retried)", o["rate_limited_429"].to_string());

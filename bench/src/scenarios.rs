@@ -336,22 +336,33 @@ pub async fn initial_sync(
     rooms: usize,
     events_per_room: usize,
     repeats: usize,
+    other_sender: bool,
 ) -> Result<InitialSyncResult> {
     let setup_start = Instant::now();
-    let user = ctx.register_many("isync", 1).await?.remove(0);
+    let mut users = ctx.register_many("isync", 2).await?;
+    let user = users.remove(0);
+    let other = users.remove(0);
     let sem = Arc::new(Semaphore::new(ctx.setup_concurrency.max(1)));
     let mut set = JoinSet::new();
     for r in 0..rooms {
         let hs = ctx.hs.clone();
         let sem = sem.clone();
         let user = user.clone();
+        let sender = if other_sender {
+            other.clone()
+        } else {
+            user.clone()
+        };
         let prefix = ctx.prefix.clone();
         set.spawn(async move {
             let _permit = sem.acquire_owned().await?;
             let room = hs.create_room(&user, &format!("bench isync {r}")).await?;
+            if other_sender {
+                hs.join(&sender, &room).await?;
+            }
             for i in 0..events_per_room {
                 let txn = format!("{prefix}-is-{r}-{i}");
-                hs.send_text(&user, &room, &txn, &format!("filler {i} in room {r}"))
+                hs.send_text(&sender, &room, &txn, &format!("filler {i} in room {r}"))
                     .await?;
             }
             Ok::<_, anyhow::Error>(())
