@@ -143,7 +143,7 @@ async fn event_written(s: &AppState, pdu: &Pdu) -> Result<()> {
             continue;
         };
         let evaluator = Evaluator::for_room(&s.db, &pdu.room_id, &user_id).await?;
-        let actions = evaluator.actions(&client_event).await?;
+        let actions = evaluator.actions(pdu).await?;
         if !actions.iter().any(Action::should_notify) {
             continue;
         }
@@ -210,7 +210,7 @@ async fn badge_count(s: &Services, user: &str) -> Result<u64> {
         }
         let receipts = reads.get(room_id).unwrap_or(&none);
         let counts =
-            crate::push::unread_counts(s, room_id, user, *joined_at, receipts, false).await?;
+            crate::push::unread_counts(s, room_id, user, *joined_at, receipts, false, None).await?;
         if counts.notifications > 0 {
             rooms += 1;
         }

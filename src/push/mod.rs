@@ -290,14 +290,14 @@ impl Evaluator {
         Ok(Evaluator::new(rules, ctx))
     }
 
-    /// Evaluates an event (in client format) for the user.
-    pub async fn evaluate(&self, event: &Value) -> Result<Verdict> {
+    /// Evaluates an event for the user.
+    pub async fn evaluate(&self, event: &Pdu) -> Result<Verdict> {
         Ok(Verdict::from_actions(&self.actions(event).await?))
     }
 
-    /// The actions the user's rules give an event (in client format).
-    pub async fn actions(&self, event: &Value) -> Result<Vec<Action>> {
-        let raw: Raw<Value> = Raw::new(event).map_err(Error::internal)?;
+    /// The actions the user's rules give an event.
+    pub async fn actions(&self, event: &Pdu) -> Result<Vec<Action>> {
+        let raw: Raw<Value> = Raw::from_json(event.push_json()?);
         Ok(self.rules.get_actions(&raw, &self.ctx).await.to_vec())
     }
 }
@@ -435,6 +435,72 @@ impl UnreadCache {
     }
 }
 
+/// Candidate events for [`unread_counts`] read ahead, for many rooms in one query (`/sync`).
+pub struct Prefetched {
+    /// The stream position they were read after (from [`unread_reads_after`]).
+    pub after: i64,
+    /// The stream position taken before they were read: everything committed up to it was
+    /// seen by the read.
+    pub horizon: i64,
+    /// Newest first, at most [`MAX_EVALUATED`].
+    pub events: Vec<Pdu>,
+}
+
+enum UnreadPlan {
+    /// The cached counts are current.
+    Current(UnreadCounts),
+    /// Events after `after` still have to be evaluated and added to `counts`.
+    ReadAfter {
+        counts: UnreadCounts,
+        after: i64,
+        evaluator: Option<(i64, i64, std::sync::Arc<Evaluator>)>,
+    },
+}
+
+fn unread_plan(
+    s: &Services,
+    key: &(String, String, bool),
+    joined_at: i64,
+    receipts: &HashMap<String, i64>,
+) -> UnreadPlan {
+    let unthreaded = receipts.get("").copied().unwrap_or(0);
+    let floor = joined_at.max(unthreaded);
+    match s.unread.get(key) {
+        Some(c) if c.joined_at == joined_at && c.receipts == *receipts => {
+            if s.notifier.room_quiet_since(&key.1, c.evaluated_to) {
+                return UnreadPlan::Current(c.counts);
+            }
+            UnreadPlan::ReadAfter {
+                counts: c.counts,
+                after: c.evaluated_to.max(floor),
+                evaluator: c.evaluator,
+            }
+        }
+        c => UnreadPlan::ReadAfter {
+            counts: UnreadCounts::default(),
+            after: floor,
+            evaluator: c.and_then(|c| c.evaluator),
+        },
+    }
+}
+
+/// Where [`unread_counts`] would start reading the room's events, or `None` when the
+/// counts it has cached are current and it reads nothing.
+pub fn unread_reads_after(
+    s: &Services,
+    room_id: &str,
+    user_id: &str,
+    joined_at: i64,
+    receipts: &HashMap<String, i64>,
+    per_thread: bool,
+) -> Option<i64> {
+    let key = (user_id.to_owned(), room_id.to_owned(), per_thread);
+    match unread_plan(s, &key, joined_at, receipts) {
+        UnreadPlan::Current(_) => None,
+        UnreadPlan::ReadAfter { after, .. } => Some(after),
+    }
+}
+
 /// Counts the events after the user's read receipts (and after `joined_at`) that the user's
 /// push rules make notify / highlight. Threaded receipts apply to their thread (`main` to the
 /// main timeline), unthreaded ones to everything. With `per_thread`, events in threads are
@@ -450,29 +516,31 @@ pub async fn unread_counts(
     joined_at: i64,
     receipts: &HashMap<String, i64>,
     per_thread: bool,
+    prefetched: Option<Prefetched>,
 ) -> Result<UnreadCounts> {
     let db = &s.db;
     let key = (user_id.to_owned(), room_id.to_owned(), per_thread);
-    let unthreaded = receipts.get("").copied().unwrap_or(0);
-    let floor = joined_at.max(unthreaded);
-    let cached = s.unread.get(&key);
-    let previous_evaluator = cached.as_ref().and_then(|c| c.evaluator.clone());
-    let (mut counts, after) = match cached {
-        Some(c) if c.joined_at == joined_at && c.receipts == *receipts => {
-            if s.notifier.room_quiet_since(room_id, c.evaluated_to) {
-                return Ok(c.counts);
-            }
-            (c.counts, c.evaluated_to.max(floor))
-        }
-        _ => (UnreadCounts::default(), floor),
+    let (mut counts, after, previous_evaluator) = match unread_plan(s, &key, joined_at, receipts) {
+        UnreadPlan::Current(counts) => return Ok(counts),
+        UnreadPlan::ReadAfter {
+            counts,
+            after,
+            evaluator,
+        } => (counts, after, evaluator),
     };
     let room = <&RoomId>::try_from(room_id).map_err(Error::internal)?;
     let user = <&UserId>::try_from(user_id).map_err(Error::internal)?;
-    // Everything committed up to here is seen by the query below.
-    let horizon = db.stream_position();
-    let events = db
-        .notification_candidates(room_id, user_id, after, MAX_EVALUATED)
-        .await?;
+    let (horizon, events) = match prefetched {
+        Some(p) if p.after == after => (p.horizon, p.events),
+        _ => {
+            // Everything committed up to here is seen by the query below.
+            let horizon = db.stream_position();
+            let events = db
+                .notification_candidates(room_id, user_id, after, MAX_EVALUATED)
+                .await?;
+            (horizon, events)
+        }
+    };
     let evaluated_to = events
         .first()
         .map_or(horizon, |p| p.stream_ordering.max(horizon))
@@ -503,7 +571,7 @@ pub async fn unread_counts(
             if pdu.stream_ordering <= read {
                 continue;
             }
-            let v = eval.evaluate(&pdu.to_client(None)).await?;
+            let v = eval.evaluate(pdu).await?;
             if !v.notify {
                 continue;
             }

@@ -71,8 +71,7 @@ pub async fn page(s: &Services, user_id: &UserId, q: Query<'_>) -> Result<Value>
         let receipts = reads.get(room_id).unwrap_or(&none);
         let unthreaded = receipts.get("").copied().unwrap_or(0);
         for pdu in &events {
-            let event = pdu.to_client(None);
-            let actions = evaluator.actions(&event).await?;
+            let actions = evaluator.actions(pdu).await?;
             if !actions.iter().any(Action::should_notify) {
                 continue;
             }
@@ -90,7 +89,7 @@ pub async fn page(s: &Services, user_id: &UserId, q: Query<'_>) -> Result<Value>
                 pdu.stream_ordering,
                 json!({
                     "actions": actions,
-                    "event": event,
+                    "event": pdu.to_client(None),
                     "read": read,
                     "room_id": room_id,
                     "ts": pdu.origin_server_ts,

@@ -171,6 +171,35 @@ impl Pdu {
         Value::Object(ev)
     }
 
+    /// The event as push rules look at it: the client-format fields but `unsigned`, as JSON
+    /// text written around the stored content (which is neither parsed nor re-serialised).
+    pub fn push_json(&self) -> Result<Box<RawValue>> {
+        fn field(out: &mut String, name: &str, value: &str) -> Result<()> {
+            out.push_str(",\"");
+            out.push_str(name);
+            out.push_str("\":");
+            out.push_str(&serde_json::to_string(value)?);
+            Ok(())
+        }
+        let mut out = String::with_capacity(self.content.get().len() + 256);
+        out.push_str("{\"content\":");
+        out.push_str(self.content.get());
+        field(&mut out, "event_id", self.event_id.as_str())?;
+        out.push_str(",\"origin_server_ts\":");
+        out.push_str(&self.origin_server_ts.get().to_string());
+        field(&mut out, "room_id", self.room_id.as_str())?;
+        field(&mut out, "sender", self.sender.as_str())?;
+        field(&mut out, "type", &self.kind.to_string())?;
+        if let Some(sk) = &self.state_key {
+            field(&mut out, "state_key", sk)?;
+        }
+        if let Some(r) = &self.redacts {
+            field(&mut out, "redacts", r.as_str())?;
+        }
+        out.push('}');
+        Ok(RawValue::from_string(out)?)
+    }
+
     /// The stripped form used in invite/knock room state.
     pub fn to_stripped(&self) -> Value {
         json!({

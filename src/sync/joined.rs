@@ -3,7 +3,10 @@
 //! batched query each, and each room is then assembled from what was fetched (its state from
 //! the snapshot caches).
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
@@ -49,7 +52,7 @@ struct Parts {
 
 /// The `rooms.join` entries of the rooms that have something to say, in the order given.
 pub async fn joined_rooms(
-    s: &Services,
+    s: &Arc<Services>,
     req: &SyncRequest,
     rooms: &[JoinedRoom<'_>],
     w: Window,
@@ -86,12 +89,15 @@ pub async fn joined_rooms(
     };
     let read_positions = s.db.read_positions_of_user(&req.user_id).await?;
     let no_receipts = HashMap::new();
+    let prefetched = prefetch_unread(s, req, &active, &read_positions).await?;
+    let mut unread = count_unread(s, req, &active, &read_positions, prefetched).await?;
 
     let mut pending = Vec::with_capacity(active.len());
     for r in &active {
         let (timeline, limited) = timelines.remove(r.room_id).unwrap_or_default();
         let room_receipts = receipts.remove(r.room_id).unwrap_or_default();
         let reads = read_positions.get(r.room_id).unwrap_or(&no_receipts);
+        let room_unread = unread.remove(r.room_id);
         pending.push(room_parts(
             s,
             req,
@@ -102,6 +108,7 @@ pub async fn joined_rooms(
             room_receipts,
             reads,
             account_data,
+            room_unread,
         ));
     }
     let parts: Vec<Result<Option<Parts>>> = futures::stream::iter(pending)
@@ -179,6 +186,98 @@ pub async fn joined_rooms(
     Ok(out)
 }
 
+/// The events the unread counts of the rooms still have to look at, read for all the rooms
+/// in one round trip (rooms whose cached counts are current read nothing).
+async fn prefetch_unread(
+    s: &Services,
+    req: &SyncRequest,
+    rooms: &[&JoinedRoom<'_>],
+    read_positions: &HashMap<String, HashMap<String, i64>>,
+) -> Result<HashMap<String, crate::push::Prefetched>> {
+    let none = HashMap::new();
+    let windows: Vec<TimelineWindow> = rooms
+        .iter()
+        .filter_map(|r| {
+            let reads = read_positions.get(r.room_id).unwrap_or(&none);
+            crate::push::unread_reads_after(
+                s,
+                r.room_id,
+                &req.user_id,
+                r.joined_at,
+                reads,
+                req.filter.unread_thread_notifications,
+            )
+            .map(|after| TimelineWindow {
+                room_id: r.room_id,
+                since: after,
+            })
+        })
+        .collect();
+    if windows.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // Everything committed up to here is seen by the read below.
+    let horizon = s.db.stream_position();
+    let mut events =
+        s.db.notification_candidates_in_rooms(&windows, &req.user_id, crate::push::MAX_EVALUATED)
+            .await?;
+    Ok(windows
+        .iter()
+        .map(|w| {
+            let prefetched = crate::push::Prefetched {
+                after: w.since,
+                horizon,
+                events: events.remove(w.room_id).unwrap_or_default(),
+            };
+            (w.room_id.to_owned(), prefetched)
+        })
+        .collect())
+}
+
+/// The unread counts of the rooms whose events were read ahead, worked out on all the
+/// runtime's threads at once: evaluating push rules over a room's unread events is the one
+/// part of a sync that is mostly computation (each event against each of the user's rules).
+async fn count_unread(
+    s: &Arc<Services>,
+    req: &SyncRequest,
+    rooms: &[&JoinedRoom<'_>],
+    read_positions: &HashMap<String, HashMap<String, i64>>,
+    mut prefetched: HashMap<String, crate::push::Prefetched>,
+) -> Result<HashMap<String, crate::push::UnreadCounts>> {
+    let none = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in rooms {
+        let Some(events) = prefetched.remove(r.room_id) else {
+            continue;
+        };
+        let s = s.clone();
+        let room_id = r.room_id.to_owned();
+        let user_id = req.user_id.clone();
+        let joined_at = r.joined_at;
+        let receipts = read_positions.get(r.room_id).unwrap_or(&none).clone();
+        let per_thread = req.filter.unread_thread_notifications;
+        tasks.spawn(async move {
+            let counts = crate::push::unread_counts(
+                &s,
+                &room_id,
+                &user_id,
+                joined_at,
+                &receipts,
+                per_thread,
+                Some(events),
+            )
+            .await;
+            (room_id, counts)
+        });
+    }
+    let mut out = HashMap::with_capacity(tasks.len());
+    while let Some(done) = tasks.join_next().await {
+        let (room_id, counts) = done.map_err(crate::error::Error::internal)?;
+        out.insert(room_id, counts?);
+    }
+    Ok(out)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn room_parts(
     s: &Services,
@@ -190,6 +289,7 @@ async fn room_parts(
     receipts: Vec<Receipt>,
     read_positions: &HashMap<String, i64>,
     account_data: &[(String, String, Value)],
+    unread: Option<crate::push::UnreadCounts>,
 ) -> Result<Option<Parts>> {
     let f = &req.filter;
     let room_id = r.room_id;
@@ -314,15 +414,21 @@ async fn room_parts(
     }
     ephemeral.retain(|e| f.ephemeral.allows_json(e));
 
-    let unread = crate::push::unread_counts(
-        s,
-        room_id,
-        &req.user_id,
-        r.joined_at,
-        read_positions,
-        f.unread_thread_notifications,
-    )
-    .await?;
+    let unread = match unread {
+        Some(counts) => counts,
+        None => {
+            crate::push::unread_counts(
+                s,
+                room_id,
+                &req.user_id,
+                r.joined_at,
+                read_positions,
+                f.unread_thread_notifications,
+                None,
+            )
+            .await?
+        }
+    };
     let is_member = |p: &Pdu| p.kind.to_string() == "m.room.member";
     let needs_summary = full || state.iter().any(is_member) || timeline.iter().any(is_member);
     Ok(Some(Parts {

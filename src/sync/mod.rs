@@ -6,7 +6,7 @@ pub mod notifier;
 pub mod token;
 pub mod typing;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use serde_json::{Map, Value, json};
 
@@ -29,7 +29,7 @@ pub struct SyncRequest {
 }
 
 /// Runs a sync, long-polling up to `timeout` when an incremental sync has nothing to say.
-pub async fn sync(s: &Services, req: SyncRequest) -> Result<Value> {
+pub async fn sync(s: &Arc<Services>, req: SyncRequest) -> Result<Value> {
     let deadline = tokio::time::Instant::now() + req.timeout;
     let mut rx = s.notifier.subscribe();
     loop {
@@ -65,7 +65,7 @@ pub async fn sync(s: &Services, req: SyncRequest) -> Result<Value> {
 }
 
 /// One pass: the response, whether it carries nothing new, and the rooms the user is in.
-async fn compute(s: &Services, req: &SyncRequest) -> Result<(Value, bool, Vec<String>)> {
+async fn compute(s: &Arc<Services>, req: &SyncRequest) -> Result<(Value, bool, Vec<String>)> {
     let until = s.db.stream_position();
     let typing_now = s.typing.serial();
     let next = SyncToken {

@@ -25,6 +25,7 @@ backend_tests!(
     device_lists_changed,
     one_time_key_counts,
     unread_notification_counts,
+    unread_counts_of_many_rooms_in_one_initial_sync,
 );
 
 fn room_events(sync: &Value, room: &str) -> Vec<Value> {
@@ -603,4 +604,68 @@ async fn unread_notification_counts(b: Backend) {
     .ok();
     bob.sync_until(Some(&next_batch(&sync)), |s| count(s) == Some(0))
         .await;
+}
+
+/// The first sync of a user in several rooms counts each room's unread events on its own:
+/// messages by others count, their own do not, a mention highlights, a read receipt resets
+/// the count of that room only.
+async fn unread_counts_of_many_rooms_in_one_initial_sync(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut rooms = Vec::new();
+    for i in 0..5 {
+        let room = alice
+            .create_room(json!({"preset": "public_chat", "name": format!("room {i}")}))
+            .await;
+        bob.join(&room).await;
+        rooms.push(room);
+    }
+    let mut last = Vec::new();
+    for (i, room) in rooms.iter().enumerate() {
+        // Room i gets i messages from alice and one from bob himself.
+        let mut newest = None;
+        for n in 0..i {
+            newest = Some(alice.send_text(room, &format!("message {n}")).await);
+        }
+        bob.send_text(room, "my own").await;
+        last.push(newest);
+    }
+    let mention = alice
+        .send_event(
+            &rooms[4],
+            "m.room.message",
+            &json!({"msgtype": "m.text", "body": "hey bob",
+                    "m.mentions": {"user_ids": [bob.user_id.clone()]}}),
+        )
+        .await;
+    if let Some(read) = &last[2] {
+        bob.post(
+            &format!("{V3}/rooms/{}/receipt/m.read/{}", enc(&rooms[2]), enc(read)),
+            &json!({}),
+        )
+        .await
+        .ok();
+    }
+    let sync = bob.sync(None, 0).await;
+    let counts = |room: &str| {
+        let u = &sync["rooms"]["join"][room]["unread_notifications"];
+        (
+            u["notification_count"].as_u64(),
+            u["highlight_count"].as_u64(),
+        )
+    };
+    assert_eq!(counts(&rooms[0]), (Some(0), Some(0)), "{sync}");
+    assert_eq!(counts(&rooms[1]), (Some(1), Some(0)), "{sync}");
+    assert_eq!(
+        counts(&rooms[2]),
+        (Some(0), Some(0)),
+        "read up to the last: {sync}"
+    );
+    assert_eq!(counts(&rooms[3]), (Some(3), Some(0)), "{sync}");
+    assert_eq!(
+        counts(&rooms[4]),
+        (Some(5), Some(1)),
+        "mention {mention}: {sync}"
+    );
 }
