@@ -108,6 +108,17 @@ where
             return Err(Error::not_json("Request body must be a JSON object"));
         }
 
+        // ruma's login body parser indexes `type` without checking that it is there (and
+        // panics); a body without a string `type` is answered here instead.
+        if TypeId::of::<T>() == TypeId::of::<ruma::api::client::session::login::v3::Request>()
+            && !json
+                .as_ref()
+                .and_then(|v| v.get("type"))
+                .is_some_and(serde_json::Value::is_string)
+        {
+            return Err(Error::missing_param("missing field `type`"));
+        }
+
         // Clients (matrix-nio among them) send POSTs like /join with no body at all; Synapse
         // reads that as `{}`, and so do we.
         let body_bytes: &[u8] = if bytes.is_empty() && has_json_body(&parts.method) {

@@ -10,6 +10,7 @@ backend_tests!(
     repeated_wrong_passwords_are_rate_limited,
     login_unknown_user_is_403,
     login_unknown_type_is_400,
+    login_without_type_is_400,
     login_with_device_id_reuses_device,
     whoami,
     logout_invalidates_only_that_token,
@@ -134,6 +135,20 @@ async fn login_unknown_type_is_400(b: Backend) {
         .await;
     assert_eq!(status, 400, "unknown login type: {body}");
     assert!(body["errcode"].is_string(), "{body}");
+}
+
+async fn login_without_type_is_400(b: Backend) {
+    let server = start(b).await;
+    server.register("alice").await;
+    for body in [
+        json!({}),
+        json!({"user": "alice", "password": "x"}),
+        json!({"type": 5, "user": "alice"}),
+    ] {
+        let (status, resp) = server.client().login_raw(&body).await;
+        assert_eq!(status, 400, "{body} -> {resp}");
+        assert_eq!(resp["errcode"], "M_MISSING_PARAM", "{body} -> {resp}");
+    }
 }
 
 async fn login_with_device_id_reuses_device(b: Backend) {

@@ -8,6 +8,7 @@ backend_tests!(
     report_event_errors,
     report_room_and_user,
     reports_admin_api_needs_an_admin,
+    reports_admin_api_rejects_bad_parameters,
 );
 
 const SECRET: &str = "reports-secret";
@@ -222,4 +223,18 @@ async fn reports_admin_api_needs_an_admin(b: Backend) {
         .get("/_synapse/admin/v1/event_reports/1")
         .await
         .expect_err(403, "M_FORBIDDEN");
+}
+
+async fn reports_admin_api_rejects_bad_parameters(b: Backend) {
+    let server = start_with(b, opts()).await;
+    let root = admin(&server).await;
+    for path in [
+        "/_synapse/admin/v1/event_reports?limit=abc",
+        "/_synapse/admin/v1/event_reports?from=-1",
+        "/_synapse/admin/v1/room_reports?dir=sideways",
+        "/_synapse/admin/v1/user_reports/%ff",
+        "/_synapse/admin/v1/event_reports/not-a-number",
+    ] {
+        root.get(path).await.expect_err(400, "M_INVALID_PARAM");
+    }
 }

@@ -50,13 +50,20 @@ struct ListParams {
     user_id: Option<String>,
 }
 
-async fn list_events(s: State<AppState>, p: Parts, q: Query<ListParams>) -> JsonResult {
+/// The query, or why it could not be read (answered as `M_INVALID_PARAM` once the caller is
+/// known to be an admin).
+type ListQuery = std::result::Result<Query<ListParams>, axum::extract::rejection::QueryRejection>;
+
+/// The report id from the path, or why it could not be read.
+type IdPath = std::result::Result<Path<String>, axum::extract::rejection::PathRejection>;
+
+async fn list_events(s: State<AppState>, p: Parts, q: ListQuery) -> JsonResult {
     list(s, p, ReportKind::Event, q).await
 }
-async fn list_rooms(s: State<AppState>, p: Parts, q: Query<ListParams>) -> JsonResult {
+async fn list_rooms(s: State<AppState>, p: Parts, q: ListQuery) -> JsonResult {
     list(s, p, ReportKind::Room, q).await
 }
-async fn list_users(s: State<AppState>, p: Parts, q: Query<ListParams>) -> JsonResult {
+async fn list_users(s: State<AppState>, p: Parts, q: ListQuery) -> JsonResult {
     list(s, p, ReportKind::User, q).await
 }
 
@@ -64,9 +71,10 @@ async fn list(
     State(s): State<AppState>,
     parts: Parts,
     kind: ReportKind,
-    Query(q): Query<ListParams>,
+    q: ListQuery,
 ) -> JsonResult {
     super::require_admin(&s, &parts).await?;
+    let Query(q) = q.map_err(|e| Error::invalid_param(e.body_text()))?;
     let offset = q.from.unwrap_or(0);
     let limit = q.limit.unwrap_or(100);
     if offset < 0 || limit < 0 {
@@ -88,13 +96,9 @@ async fn list(
     Ok(Json(reports::admin_list(&s, &query).await?))
 }
 
-async fn one(
-    State(s): State<AppState>,
-    parts: Parts,
-    kind: ReportKind,
-    Path(id): Path<String>,
-) -> JsonResult {
+async fn one(State(s): State<AppState>, parts: Parts, kind: ReportKind, id: IdPath) -> JsonResult {
     super::require_admin(&s, &parts).await?;
+    let Path(id) = id.map_err(|e| Error::invalid_param(e.body_text()))?;
     let r =
         s.db.report(kind, report_id(&id)?)
             .await?
@@ -106,9 +110,10 @@ async fn remove(
     State(s): State<AppState>,
     parts: Parts,
     kind: ReportKind,
-    Path(id): Path<String>,
+    id: IdPath,
 ) -> JsonResult {
     super::require_admin(&s, &parts).await?;
+    let Path(id) = id.map_err(|e| Error::invalid_param(e.body_text()))?;
     if !s.db.delete_report(kind, report_id(&id)?).await? {
         return Err(Error::not_found("Report not found"));
     }
