@@ -153,6 +153,9 @@ pub fn prepare_pdu(
     }
 
     let event_type = required_str(&pdu, "type")?;
+    if event_type.contains('\0') {
+        return Err(PduCheckError::invalid("type", "contains U+0000"));
+    }
     let sender = required_str(&pdu, "sender")?;
     let sender = OwnedUserId::try_from(sender)
         .map_err(|e| PduCheckError::invalid("sender", e.to_string()))?;
@@ -162,6 +165,9 @@ pub fn prepare_pdu(
             .ok_or_else(|| PduCheckError::invalid("state_key", "not a string"))?;
         if s.len() > MAX_ID_BYTES {
             return Err(PduCheckError::invalid("state_key", "longer than 255 bytes"));
+        }
+        if s.contains('\0') {
+            return Err(PduCheckError::invalid("state_key", "contains U+0000"));
         }
     }
     match pdu.get("content") {

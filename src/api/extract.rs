@@ -108,6 +108,20 @@ where
             return Err(Error::not_json("Request body must be a JSON object"));
         }
 
+        // U+0000 cannot be stored in PostgreSQL's text columns; requests that carry it are
+        // refused on both databases alike: in parameters always, in the body from clients
+        // (what servers send is checked item by item, as one bad PDU must not sink the rest).
+        let query_nul = parts.uri.query().is_some_and(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+        });
+        if query_nul || params.iter().any(|p| p.contains('\0')) {
+            return Err(Error::invalid_param("Parameters must not contain U+0000"));
+        }
+        if origin.is_none() && json.as_ref().is_some_and(crate::json::contains_nul) {
+            return Err(Error::bad_json("Strings must not contain U+0000"));
+        }
+
         // ruma's login body parser indexes `type` without checking that it is there (and
         // panics); a body without a string `type` is answered here instead.
         if TypeId::of::<T>() == TypeId::of::<ruma::api::client::session::login::v3::Request>()

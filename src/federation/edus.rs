@@ -426,7 +426,15 @@ async fn is_joined(s: &Services, room_id: &str, user_id: &str) -> Result<bool> {
 /// EDUs about users of other servers, are ignored (the spec asks receivers to tolerate them);
 /// only storage failures are errors.
 pub async fn handle_edu(s: &Services, origin: &ServerName, edu: &serde_json::Value) -> Result<()> {
-    let content = &edu["content"];
+    // EDUs are not signed and are stored field by field: U+0000, which PostgreSQL's text
+    // columns cannot hold, is dropped from them.
+    let stripped;
+    let content = if crate::json::contains_nul(&edu["content"]) {
+        stripped = crate::json::strip_nul(&edu["content"]);
+        &stripped
+    } else {
+        &edu["content"]
+    };
     match edu["edu_type"].as_str().unwrap_or("") {
         "m.typing" => inbound_typing(s, origin, content).await,
         "m.receipt" => inbound_receipts(s, origin, content).await,

@@ -85,17 +85,19 @@ pub struct Relation {
     pub thread_id: Option<String>,
 }
 
+/// The event's relation (`content.m.relates_to`). A relation whose fields contain U+0000
+/// (which no text column of PostgreSQL can hold, and no event id contains) counts as none.
 pub fn relation_of(pdu: &Pdu) -> Relation {
     let content = pdu.content_value();
     let rel = content.get("m.relates_to");
-    let rel_type = rel
-        .and_then(|r| r.get("rel_type"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let relates_to = rel
-        .and_then(|r| r.get("event_id"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let field = |name: &str| {
+        rel.and_then(|r| r.get(name))
+            .and_then(Value::as_str)
+            .filter(|s| !s.contains('\0'))
+            .map(str::to_owned)
+    };
+    let rel_type = field("rel_type");
+    let relates_to = field("event_id");
     let thread_id = if rel_type.as_deref() == Some("m.thread") {
         relates_to.clone()
     } else {

@@ -10,6 +10,7 @@ backend_tests!(
     unknown_endpoint_is_404_unrecognized,
     wrong_method_is_405_unrecognized,
     malformed_json_is_400_not_json,
+    nul_characters_are_refused,
     unknown_token_is_401,
     missing_token_is_401,
     access_token_query_parameter,
@@ -314,4 +315,73 @@ async fn cors_headers_on_responses(b: Backend) {
             resp.status()
         );
     }
+}
+
+/// U+0000, which PostgreSQL cannot keep in text, is refused the same way on both databases:
+/// in a body, a path parameter or a query parameter; and nothing of it was stored.
+async fn nul_characters_are_refused(b: Backend) {
+    let server = start(b).await;
+    let alice = server.register("alice").await;
+    let room = alice.create_room(json!({"name": "clean"})).await;
+    let me = enc(&alice.user_id);
+    let bodies = [
+        (
+            Method::POST,
+            format!("{V3}/createRoom"),
+            json!({"name": "a\u{0}b"}),
+        ),
+        (
+            Method::PUT,
+            format!("{V3}/rooms/{}/send/m.room.message/t1", enc(&room)),
+            json!({"msgtype": "m.text", "body": "x\u{0}y"}),
+        ),
+        (
+            Method::PUT,
+            format!("{V3}/profile/{me}/displayname"),
+            json!({"displayname": "\u{0}"}),
+        ),
+        (
+            Method::PUT,
+            format!("{V3}/presence/{me}/status"),
+            json!({"presence": "online", "status_msg": "\u{0}"}),
+        ),
+        (
+            Method::POST,
+            format!("{V3}/user_directory/search"),
+            json!({"search_term": "a\u{0}"}),
+        ),
+        (
+            Method::POST,
+            format!("{V3}/rooms/{}/report", enc(&room)),
+            json!({"reason": "\u{0}"}),
+        ),
+        (
+            Method::PUT,
+            format!("{V3}/user/{me}/account_data/m.x"),
+            json!({"k\u{0}": 1}),
+        ),
+    ];
+    for (method, path, body) in bodies {
+        let resp = alice.request(method, &path, Some(&body)).await;
+        resp.expect_err(400, "M_BAD_JSON");
+    }
+    alice
+        .get(&format!("{V3}/user/{me}/account_data/m.x%00"))
+        .await
+        .expect_err(400, "M_INVALID_PARAM");
+    alice
+        .get(&format!(
+            "{V3}/rooms/{}/messages?dir=b&from=%00",
+            enc(&room)
+        ))
+        .await
+        .expect_err(400, "M_INVALID_PARAM");
+    // Nothing was stored: the room still has its name, the profile has no NUL.
+    let name = alice
+        .get(&format!("{V3}/rooms/{}/state/m.room.name", enc(&room)))
+        .await
+        .ok();
+    assert_eq!(name["name"], "clean", "{name}");
+    let profile = alice.get(&format!("{V3}/profile/{me}")).await.ok();
+    assert!(!profile.to_string().contains("\\u0000"), "{profile}");
 }

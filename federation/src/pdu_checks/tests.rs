@@ -268,6 +268,7 @@ fn malformed_fields_are_rejected() {
             p.remove("type");
         }),
         ("type", |p| set(p, "type", json!("t".repeat(300)))),
+        ("type", |p| set(p, "type", json!("m.room.\u{0}name"))),
         ("sender", |p| {
             p.remove("sender");
         }),
@@ -304,6 +305,7 @@ fn malformed_fields_are_rejected() {
             p.remove("auth_events");
         }),
         ("state_key", |p| set(p, "state_key", json!(3))),
+        ("state_key", |p| set(p, "state_key", json!("a\u{0}b"))),
         ("hashes", |p| {
             p.remove("hashes");
         }),
