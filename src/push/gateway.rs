@@ -209,8 +209,14 @@ async fn badge_count(s: &Services, user: &str) -> Result<u64> {
             continue;
         }
         let receipts = reads.get(room_id).unwrap_or(&none);
-        let counts =
-            crate::push::unread_counts(s, room_id, user, *joined_at, receipts, false, None).await?;
+        let of = crate::push::UnreadOf {
+            room_id,
+            user_id: user,
+            joined_at: *joined_at,
+            receipts,
+            per_thread: false,
+        };
+        let counts = crate::push::unread_counts(s, &of, None).await?;
         if counts.notifications > 0 {
             rooms += 1;
         }

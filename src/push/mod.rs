@@ -457,17 +457,33 @@ enum UnreadPlan {
     },
 }
 
-fn unread_plan(
-    s: &Services,
-    key: &(String, String, bool),
-    joined_at: i64,
-    receipts: &HashMap<String, i64>,
-) -> UnreadPlan {
-    let unthreaded = receipts.get("").copied().unwrap_or(0);
-    let floor = joined_at.max(unthreaded);
-    match s.unread.get(key) {
-        Some(c) if c.joined_at == joined_at && c.receipts == *receipts => {
-            if s.notifier.room_quiet_since(&key.1, c.evaluated_to) {
+/// Whose unread counts in which room: the user, the room, the user's join position and read
+/// positions there (by thread, `""` for unthreaded receipts), and whether threads are counted
+/// apart.
+pub struct UnreadOf<'a> {
+    pub room_id: &'a str,
+    pub user_id: &'a str,
+    pub joined_at: i64,
+    pub receipts: &'a HashMap<String, i64>,
+    pub per_thread: bool,
+}
+
+impl UnreadOf<'_> {
+    fn key(&self) -> (String, String, bool) {
+        (
+            self.user_id.to_owned(),
+            self.room_id.to_owned(),
+            self.per_thread,
+        )
+    }
+}
+
+fn unread_plan(s: &Services, of: &UnreadOf<'_>) -> UnreadPlan {
+    let unthreaded = of.receipts.get("").copied().unwrap_or(0);
+    let floor = of.joined_at.max(unthreaded);
+    match s.unread.get(&of.key()) {
+        Some(c) if c.joined_at == of.joined_at && c.receipts == *of.receipts => {
+            if s.notifier.room_quiet_since(of.room_id, c.evaluated_to) {
                 return UnreadPlan::Current(c.counts);
             }
             UnreadPlan::ReadAfter {
@@ -486,16 +502,8 @@ fn unread_plan(
 
 /// Where [`unread_counts`] would start reading the room's events, or `None` when the
 /// counts it has cached are current and it reads nothing.
-pub fn unread_reads_after(
-    s: &Services,
-    room_id: &str,
-    user_id: &str,
-    joined_at: i64,
-    receipts: &HashMap<String, i64>,
-    per_thread: bool,
-) -> Option<i64> {
-    let key = (user_id.to_owned(), room_id.to_owned(), per_thread);
-    match unread_plan(s, &key, joined_at, receipts) {
+pub fn unread_reads_after(s: &Services, of: &UnreadOf<'_>) -> Option<i64> {
+    match unread_plan(s, of) {
         UnreadPlan::Current(_) => None,
         UnreadPlan::ReadAfter { after, .. } => Some(after),
     }
@@ -511,16 +519,18 @@ pub fn unread_reads_after(
 /// newer than those already counted are evaluated, and none at all when the room is quiet.
 pub async fn unread_counts(
     s: &Services,
-    room_id: &str,
-    user_id: &str,
-    joined_at: i64,
-    receipts: &HashMap<String, i64>,
-    per_thread: bool,
+    of: &UnreadOf<'_>,
     prefetched: Option<Prefetched>,
 ) -> Result<UnreadCounts> {
     let db = &s.db;
-    let key = (user_id.to_owned(), room_id.to_owned(), per_thread);
-    let (mut counts, after, previous_evaluator) = match unread_plan(s, &key, joined_at, receipts) {
+    let &UnreadOf {
+        room_id,
+        user_id,
+        joined_at,
+        receipts,
+        per_thread,
+    } = of;
+    let (mut counts, after, previous_evaluator) = match unread_plan(s, of) {
         UnreadPlan::Current(counts) => return Ok(counts),
         UnreadPlan::ReadAfter {
             counts,
@@ -589,7 +599,7 @@ pub async fn unread_counts(
         }
     }
     s.unread.put(
-        key,
+        of.key(),
         CachedUnread {
             joined_at,
             receipts: receipts.clone(),

@@ -1,9 +1,12 @@
 //! Reads behind push-rule evaluation and notification counts (the rules themselves live in the
 //! user's `m.push_rules` global account data).
 
+use std::collections::HashMap;
+
 use super::{
     Db,
     events::{EVENT_COLUMNS, pdu_from_row},
+    sync::TimelineWindow,
 };
 use crate::{error::Result, rooms::Pdu};
 
@@ -17,8 +20,40 @@ impl Db {
         after: i64,
         limit: i64,
     ) -> Result<Vec<Pdu>> {
-        self.notification_candidates_between(room_id, user_id, after, i64::MAX, limit)
-            .await
+        let window = TimelineWindow {
+            room_id,
+            since: after,
+        };
+        let mut by_room = self
+            .notification_candidates_in_rooms(&[window], user_id, limit)
+            .await?;
+        Ok(by_room.remove(room_id).unwrap_or_default())
+    }
+
+    /// For each room, the newest `limit` events after its `since` (exclusive) that could
+    /// notify `user_id` (timeline events by others, not redacted), newest first:
+    /// [`Db::notification_candidates`] for many rooms in one round trip.
+    pub async fn notification_candidates_in_rooms(
+        &self,
+        windows: &[TimelineWindow<'_>],
+        user_id: &str,
+        limit: i64,
+    ) -> Result<HashMap<String, Vec<Pdu>>> {
+        let mut out: HashMap<String, Vec<Pdu>> = HashMap::with_capacity(windows.len());
+        let ids = self
+            .event_ids_per_window(
+                windows,
+                "sender <> $2 AND outlier = 0 AND rejected = 0 AND redacted_by IS NULL",
+                |q| q.bind(user_id).bind(limit),
+            )
+            .await?;
+        for p in self.get_pdus(&ids).await? {
+            out.entry(p.room_id.to_string()).or_default().push(p);
+        }
+        for events in out.values_mut() {
+            events.sort_by_key(|p| std::cmp::Reverse(p.stream_ordering));
+        }
+        Ok(out)
     }
 }
 

@@ -60,30 +60,41 @@ impl Db {
         Ok(out)
     }
 
-    /// For each room, the newest `limit` events after its `since` (exclusive) that could
-    /// notify `user_id` (timeline events by others, not redacted), newest first: what
-    /// [`Db::notification_candidates`] reads for one room, for many rooms in one round trip.
-    pub async fn notification_candidates_in_rooms(
+    /// The ids of the newest events of each window's room after its `since` that meet
+    /// `conditions`, at most `$3` per room, in one statement for all the windows: the windows
+    /// are bound as one JSON array (`$1`); `bind` binds `$2` and `$3`, which `conditions` and
+    /// the limit use. Each room's part is an index range scan on (room_id, stream_ordering).
+    pub(super) async fn event_ids_per_window<'q>(
         &self,
         windows: &[TimelineWindow<'_>],
-        user_id: &str,
-        limit: i64,
-    ) -> Result<HashMap<String, Vec<Pdu>>> {
-        let mut out: HashMap<String, Vec<Pdu>> = HashMap::with_capacity(windows.len());
-        let ids = self
-            .event_ids_per_window(
-                windows,
-                "sender <> $2 AND outlier = 0 AND rejected = 0 AND redacted_by IS NULL",
-                |q| q.bind(user_id).bind(limit),
-            )
-            .await?;
-        for p in self.get_pdus(&ids).await? {
-            out.entry(p.room_id.to_string()).or_default().push(p);
+        conditions: &str,
+        bind: impl FnOnce(AnyQuery<'q>) -> AnyQuery<'q>,
+    ) -> Result<Vec<String>> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
         }
-        for events in out.values_mut() {
-            events.sort_by_key(|p| std::cmp::Reverse(p.stream_ordering));
+        let pairs: Vec<(&str, i64)> = windows.iter().map(|w| (w.room_id, w.since)).collect();
+        let sql = match self.dialect {
+            // A correlated list subquery per window row, looked up by primary key.
+            Dialect::Sqlite => format!(
+                "SELECT e.event_id FROM json_each($1) w, events e WHERE e.stream_ordering IN (
+                     SELECT stream_ordering FROM events WHERE room_id = w.value->>0
+                     AND stream_ordering > w.value->>1 AND {conditions}
+                     ORDER BY stream_ordering DESC LIMIT $3)"
+            ),
+            Dialect::Postgres => format!(
+                "SELECT e.event_id FROM json_array_elements($1::json) AS w(v) CROSS JOIN LATERAL (
+                     SELECT event_id FROM events WHERE room_id = w.v->>0
+                     AND stream_ordering > (w.v->>1)::bigint AND {conditions}
+                     ORDER BY stream_ordering DESC LIMIT $3) e"
+            ),
+        };
+        let q = bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(serde_json::to_string(&pairs)?));
+        let mut ids = Vec::new();
+        for row in q.fetch_all(&self.pool).await? {
+            ids.push(row.try_get(0)?);
         }
-        Ok(out)
+        Ok(ids)
     }
 
     /// Receipts after each room's `since` that `viewer` may see (private ones only their own).
@@ -205,45 +216,6 @@ fn union_of(n: usize, part: impl Fn(usize) -> String) -> String {
         .map(|i| format!("SELECT * FROM ({}) u{i}", part(i)))
         .collect::<Vec<_>>()
         .join(" UNION ALL ")
-}
-
-impl Db {
-    /// The ids of the newest events of each window's room after its `since` that meet
-    /// `conditions`, at most `$3` per room, in one statement for all the windows: the windows
-    /// are bound as one JSON array (`$1`); `bind` binds `$2` and `$3`, which `conditions` and
-    /// the limit use. Each room's part is an index range scan on (room_id, stream_ordering).
-    async fn event_ids_per_window<'q>(
-        &self,
-        windows: &[TimelineWindow<'_>],
-        conditions: &str,
-        bind: impl FnOnce(AnyQuery<'q>) -> AnyQuery<'q>,
-    ) -> Result<Vec<String>> {
-        if windows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let pairs: Vec<(&str, i64)> = windows.iter().map(|w| (w.room_id, w.since)).collect();
-        let sql = match self.dialect {
-            // A correlated list subquery per window row, looked up by primary key.
-            Dialect::Sqlite => format!(
-                "SELECT e.event_id FROM json_each($1) w, events e WHERE e.stream_ordering IN (
-                     SELECT stream_ordering FROM events WHERE room_id = w.value->>0
-                     AND stream_ordering > w.value->>1 AND {conditions}
-                     ORDER BY stream_ordering DESC LIMIT $3)"
-            ),
-            Dialect::Postgres => format!(
-                "SELECT e.event_id FROM json_array_elements($1::json) AS w(v) CROSS JOIN LATERAL (
-                     SELECT event_id FROM events WHERE room_id = w.v->>0
-                     AND stream_ordering > (w.v->>1)::bigint AND {conditions}
-                     ORDER BY stream_ordering DESC LIMIT $3) e"
-            ),
-        };
-        let q = bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(serde_json::to_string(&pairs)?));
-        let mut ids = Vec::new();
-        for row in q.fetch_all(&self.pool).await? {
-            ids.push(row.try_get(0)?);
-        }
-        Ok(ids)
-    }
 }
 
 /// Binds each window's room and position, padded to [`padded_len`] windows.

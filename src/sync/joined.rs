@@ -198,16 +198,14 @@ async fn prefetch_unread(
     let windows: Vec<TimelineWindow> = rooms
         .iter()
         .filter_map(|r| {
-            let reads = read_positions.get(r.room_id).unwrap_or(&none);
-            crate::push::unread_reads_after(
-                s,
-                r.room_id,
-                &req.user_id,
-                r.joined_at,
-                reads,
-                req.filter.unread_thread_notifications,
-            )
-            .map(|after| TimelineWindow {
+            let of = crate::push::UnreadOf {
+                room_id: r.room_id,
+                user_id: &req.user_id,
+                joined_at: r.joined_at,
+                receipts: read_positions.get(r.room_id).unwrap_or(&none),
+                per_thread: req.filter.unread_thread_notifications,
+            };
+            crate::push::unread_reads_after(s, &of).map(|after| TimelineWindow {
                 room_id: r.room_id,
                 since: after,
             })
@@ -257,16 +255,14 @@ async fn count_unread(
         let receipts = read_positions.get(r.room_id).unwrap_or(&none).clone();
         let per_thread = req.filter.unread_thread_notifications;
         tasks.spawn(async move {
-            let counts = crate::push::unread_counts(
-                &s,
-                &room_id,
-                &user_id,
+            let of = crate::push::UnreadOf {
+                room_id: &room_id,
+                user_id: &user_id,
                 joined_at,
-                &receipts,
+                receipts: &receipts,
                 per_thread,
-                Some(events),
-            )
-            .await;
+            };
+            let counts = crate::push::unread_counts(&s, &of, Some(events)).await;
             (room_id, counts)
         });
     }
@@ -417,16 +413,14 @@ async fn room_parts(
     let unread = match unread {
         Some(counts) => counts,
         None => {
-            crate::push::unread_counts(
-                s,
+            let of = crate::push::UnreadOf {
                 room_id,
-                &req.user_id,
-                r.joined_at,
-                read_positions,
-                f.unread_thread_notifications,
-                None,
-            )
-            .await?
+                user_id: &req.user_id,
+                joined_at: r.joined_at,
+                receipts: read_positions,
+                per_thread: f.unread_thread_notifications,
+            };
+            crate::push::unread_counts(s, &of, None).await?
         }
     };
     let is_member = |p: &Pdu| p.kind.to_string() == "m.room.member";
